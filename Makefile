@@ -1,0 +1,29 @@
+# The two README commands: `make demo` and `make test`. Each creates or reuses .venv.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export RECSYS_DATA_DIR ?= $(abspath ../shared/datasets)
+DEMO_CONFIG ?= experiments/s3rec-beauty/sasrec-ce.yaml
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+# torch is pinned and installed first: the pin resolves to a local CPU wheel, whereas an
+# unpinned torch pulled in by a dependency would fetch several GB of CUDA packages.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/recsys fit --config $(DEMO_CONFIG)
+
+test: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -1,0 +1,238 @@
+"""Experiment configuration: frozen dataclasses, one per concern, with YAML round-trip.
+
+Defaults live here and only here. ``ExperimentConfig.from_yaml(path)`` reads a file,
+``cfg.with_overrides(["train.lr=3e-3"])`` applies command-line overrides, and
+``cfg.to_yaml()`` writes the fully resolved config that a run directory keeps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from recsys.errors import ConfigError
+
+DATA_FORMATS = ("s3rec", "user_item", "movielens", "csv", "parquet")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the event log lives and how to read and clean it.
+
+    ``path`` is absolute or relative to ``data_dir`` (default: ``$RECSYS_DATA_DIR``).
+    ``format`` is one of ``DATA_FORMATS``:
+
+    - ``s3rec``: ``user item item ...`` per line, oldest first (S3-Rec / ICLRec files);
+    - ``user_item``: ``user item`` per line in time order (SASRec / BERT4Rec files);
+    - ``movielens``: ``user::item::rating::timestamp`` (MovieLens ``ratings.dat``);
+    - ``csv`` / ``parquet``: any event log with the named columns.
+    """
+
+    name: str = "s3rec-beauty"
+    format: str = "s3rec"
+    path: str = "s3rec-preprocessed/Beauty.txt.gz"
+    data_dir: str | None = None
+    user_col: str = "user_id"
+    item_col: str = "item_id"
+    time_col: str | None = "timestamp"
+    event_col: str | None = None
+    sep: str = ","
+    kcore: int = 0
+    dedup: bool = False
+    min_user_events: int = 3
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Encoder shape. Field names match the encoder constructor's arguments."""
+
+    name: str = "sasrec"
+    dim: int = 64
+    n_blocks: int = 2
+    n_heads: int = 1
+    max_len: int = 50
+    dropout: float = 0.2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and the training loop."""
+
+    loss: str = "ce"
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    max_epochs: int = 200
+    patience: int = 10
+    grad_clip: float = 0.0
+    num_threads: int = 0
+    deterministic: bool = True
+    progress_bar: bool = True
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Full-catalogue ranking evaluation."""
+
+    ks: tuple[int, ...] = (1, 5, 10, 20)
+    exclude_seen: bool = False
+    batch_size: int = 1024
+    monitor: str = "ndcg@10"
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One experiment: data + model + training + evaluation + seed."""
+
+    name: str = "sasrec-ce"
+    seed: int = 42
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # ---- (de)serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
+        return _build(cls, raw, source, prefix="")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> ExperimentConfig:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: config file not found") from exc
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+        return cls.from_dict(raw, source=str(path))
+
+    def with_overrides(self, overrides: list[str]) -> ExperimentConfig:
+        """Apply ``section.key=value`` overrides; values are parsed as YAML scalars."""
+        raw = self.to_dict()
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"override {item!r} is not of the form key=value")
+            node = raw
+            parts = key.split(".")
+            for part in parts[:-1]:
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"override {item!r}: unknown section {part!r}")
+                node = node[part]
+            if parts[-1] not in node:
+                raise ConfigError(f"override {item!r}: unknown key {key!r}")
+            node[parts[-1]] = yaml.safe_load(value)
+        return ExperimentConfig.from_dict(raw, source="overrides")
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {prefix or 'config'} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(where + u for u in unknown)}; "
+            f"allowed: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        key = f"{prefix}.{name}" if prefix else name
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, source, key)
+        else:
+            kwargs[name] = _coerce(hint, value, source, key)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+
+
+def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, source, key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
+        return tuple(_coerce(args[0], v, source, key) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _validate(cfg: ExperimentConfig) -> None:
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    need(cfg.data.format in DATA_FORMATS, f"data.format must be one of {DATA_FORMATS}")
+    need(cfg.data.kcore >= 0, "data.kcore must be >= 0")
+    need(cfg.data.min_user_events >= 3, "data.min_user_events must be >= 3 (train + valid + test)")
+    need(cfg.model.dim > 0 and cfg.model.n_blocks > 0, "model.dim and model.n_blocks must be > 0")
+    need(cfg.model.dim % cfg.model.n_heads == 0, "model.dim must be divisible by model.n_heads")
+    need(cfg.model.max_len > 0, "model.max_len must be > 0")
+    need(0.0 <= cfg.model.dropout < 1.0, "model.dropout must be in [0, 1)")
+    need(cfg.train.batch_size > 0 and cfg.train.lr > 0, "train.batch_size and train.lr must be > 0")
+    need(cfg.train.max_epochs > 0, "train.max_epochs must be > 0")
+    need(len(cfg.eval.ks) > 0 and all(k > 0 for k in cfg.eval.ks), "eval.ks must be positive")
+    need(cfg.eval.batch_size > 0, "eval.batch_size must be > 0")
+    metric, _, k = cfg.eval.monitor.partition("@")
+    need(
+        metric in ("hr", "ndcg", "mrr") and k.isdigit() and int(k) in cfg.eval.ks,
+        f"eval.monitor must be hr|ndcg|mrr@K with K in eval.ks, got {cfg.eval.monitor!r}",
+    )

@@ -1,0 +1,1 @@
+"""Evaluation: full-catalogue ranking and metrics. Takes score tensors, never a model."""

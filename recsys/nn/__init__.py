@@ -1,0 +1,1 @@
+"""Plain-torch model maths: layers, encoders, heads, losses. No Lightning, no pandas."""
