@@ -31,7 +31,8 @@ class DataConfig:
     - ``s3rec``: ``user item item ...`` per line, oldest first (S3-Rec / ICLRec files);
     - ``user_item``: ``user item`` per line in time order (SASRec / BERT4Rec files);
     - ``movielens``: ``user::item::rating::timestamp`` (MovieLens ``ratings.dat``);
-    - ``csv`` / ``parquet``: any event log with the named columns.
+    - ``csv`` / ``parquet``: any event log with the named columns. A CSV whose first line
+      is data, not a header, lists its column names in ``names``.
     """
 
     name: str = "s3rec-beauty"
@@ -43,6 +44,7 @@ class DataConfig:
     time_col: str | None = "timestamp"
     event_col: str | None = None
     sep: str = ","
+    names: tuple[str, ...] = ()
     kcore: int = 0
     dedup: bool = False
     min_user_events: int = 3

@@ -230,15 +230,16 @@ def _read_csv(path: Path, cfg: DataConfig) -> pd.DataFrame:
     stay verbatim. skip_blank_lines=False keeps data row i on physical line i + 2, which
     is how errors find their line (quoted fields holding newlines would shift that)."""
     text = _read_text(path)
+    names = list(cfg.names) or None  # header-less file: the config names the columns
     try:
         frame = pd.read_csv(
             io.StringIO(text), sep=cfg.sep, dtype=str, na_filter=False,
-            skip_blank_lines=False, engine="c",
+            skip_blank_lines=False, engine="c", header=None if names else "infer", names=names,
         )
     except pd.errors.ParserError as exc:
         raise DataFormatError(f"malformed row: {exc}", path, _parser_error_line(exc)) from exc
     frame = frame[frame.ne("").any(axis=1)]  # blank lines are not events
-    frame.index = frame.index + 2  # physical line numbers
+    frame.index = frame.index + (1 if names else 2)  # physical line numbers
     return _from_columns(frame, path, cfg, "line")
 
 

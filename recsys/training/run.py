@@ -1,8 +1,9 @@
 """Fit or evaluate one experiment config into a self-describing run directory.
 
 A run directory holds ``config.yaml`` (resolved), ``vocab.json``, ``checkpoints/best.ckpt``,
-``metrics.json`` and the CSV training log. It is built under ``<run_dir>.partial`` and
-renamed into place only when every file is written, so a crashed run never looks complete.
+``metrics.json``, ``status.json`` and the CSV training log. It is built under
+``<run_dir>.partial`` (status ``running``, or ``failed`` with the error) and renamed into
+place only when every file is written, so a crashed run never looks complete.
 """
 
 from __future__ import annotations
@@ -97,7 +98,18 @@ def fit(cfg: ExperimentConfig, run_dir: Path | None = None) -> RunResult:
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
+    _write_json(partial / "status.json", {"status": "running", "pid": os.getpid()})
+    try:
+        metrics = _fit_into(cfg, partial)
+    except BaseException as exc:
+        _write_json(partial / "status.json", {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        raise
+    _write_json(partial / "status.json", {"status": "complete"})
+    os.replace(partial, run_dir)
+    return RunResult(run_dir, metrics)
 
+
+def _fit_into(cfg: ExperimentConfig, partial: Path) -> dict:
     started = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     _set_threads(cfg)
@@ -155,8 +167,7 @@ def fit(cfg: ExperimentConfig, run_dir: Path | None = None) -> RunResult:
         "torch_threads": torch.get_num_threads(),
     }
     _write_json(partial / "metrics.json", metrics)
-    os.replace(partial, run_dir)
-    return RunResult(run_dir, metrics)
+    return metrics
 
 
 def evaluate(run_dir: Path) -> dict[str, dict[str, float]]:

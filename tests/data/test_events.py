@@ -20,7 +20,7 @@ from recsys.data.events import fingerprint, kcore_mask, load_events, resolve_pat
 from recsys.errors import ConfigError, DataFormatError, DatasetNotFoundError, EmptyDataError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
-SHARED = Path(os.environ.get("RECSYS_DATA_DIR") or "/work/shared/datasets")
+SHARED = Path(os.environ.get("RECSYS_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "datasets")
 
 
 def cfg(path, format="csv", **kw) -> DataConfig:
@@ -412,13 +412,21 @@ def test_real_sasrec_video_short_users(monkeypatch):
     assert log.summary["rows_read"] == 287_107
 
 
-def test_real_taobao_with_event_column(tmp_path):
+def test_real_taobao_headerless_with_event_column():
     rel = shared("taobao-userbehavior-sample/UserBehavior.csv.gz")
-    body = gzip.decompress((SHARED / rel).read_bytes())
-    path = write(tmp_path, "taobao.csv", b"user,item,category,behavior,ts\n" + body)
-    log = load_events(cfg(path, user_col="user", item_col="item", time_col="ts",
-                          event_col="behavior"))
+    log = load_events(cfg(SHARED / rel, user_col="user", item_col="item", time_col="ts",
+                          event_col="behavior", names=("user", "item", "category", "behavior", "ts")))
+    assert log.frame.iloc[0].tolist() == ["1", "2268318", 1511544070, "pv"]
     s = log.summary
     assert (s["rows_read"], s["n_users"], s["n_items"]) == (84_287, 814, 55_233)
     assert log.frame["event"].value_counts().to_dict() == {
         "pv": 75_693, "cart": 4_494, "fav": 2_351, "buy": 1_749}
+
+
+def test_headerless_csv_reports_physical_lines(tmp_path):
+    path = write(tmp_path, "e.csv", "u1,a,1\nu1,b,2\nu1,c,x\n")
+    log_cfg = cfg(path, names=("user_id", "item_id", "timestamp"))
+    err = error_of(log_cfg)
+    assert err.line == 3 and err.column == "timestamp"
+    ok = write(tmp_path, "ok.csv", "u1,a,1\nu1,b,2\n")
+    assert rows(load_events(cfg(ok, names=("user_id", "item_id", "timestamp")))) == [("u1", "a", 1), ("u1", "b", 2)]
