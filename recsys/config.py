@@ -18,7 +18,7 @@ import yaml
 
 from recsys.errors import ConfigError
 
-DATA_FORMATS = ("s3rec", "user_item", "movielens", "csv", "parquet")
+DATA_FORMATS = ("s3rec", "user_item", "movielens", "csv", "parquet", "jsonl")
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,8 @@ class DataConfig:
     - ``user_item``: ``user item`` per line in time order (SASRec / BERT4Rec files);
     - ``movielens``: ``user::item::rating::timestamp`` (MovieLens ``ratings.dat``);
     - ``csv`` / ``parquet``: any event log with the named columns. A CSV whose first line
-      is data, not a header, lists its column names in ``names``.
+      is data, not a header, lists its column names in ``names``;
+    - ``jsonl``: one JSON object per line with the named fields (Amazon review dumps).
     """
 
     name: str = "s3rec-beauty"

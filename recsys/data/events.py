@@ -24,6 +24,7 @@ import csv
 import gzip
 import hashlib
 import io
+import json
 import os
 import re
 import warnings
@@ -259,6 +260,27 @@ def _read_parquet(path: Path, cfg: DataConfig) -> pd.DataFrame:
     return _from_columns(frame, path, cfg, "row")
 
 
+def _read_jsonl(path: Path, cfg: DataConfig) -> pd.DataFrame:
+    """JSON Lines, one object per line (e.g. the Amazon review dumps). Each line is
+    parsed on its own so a bad line is reported with its number; ids are kept as text."""
+    records, lines = [], []
+    for number, line in _lines(_read_text(path)):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"invalid JSON: {exc.msg}", path, number, exc.colno) from exc
+        if not isinstance(obj, dict):
+            raise DataFormatError("each line must be a JSON object", path, number)
+        records.append({c: obj.get(c) for c in _wanted_columns(cfg) if c in obj})
+        lines.append(number)
+    frame = pd.DataFrame.from_records(records, columns=_wanted_columns(cfg))
+    for col in (cfg.user_col, cfg.item_col, cfg.event_col):
+        if col is not None:
+            frame[col] = frame[col].map(lambda v: "" if v is None or v != v else str(v))  # v != v: NaN
+    frame.index = np.asarray(lines, dtype=np.int64)
+    return _from_columns(frame, path, cfg, "line")
+
+
 # ---- shared column handling for csv / parquet -----------------------------------------
 
 
@@ -342,6 +364,7 @@ READERS: dict[str, Callable[[Path, DataConfig], pd.DataFrame]] = {
     "movielens": _read_movielens,
     "csv": _read_csv,
     "parquet": _read_parquet,
+    "jsonl": _read_jsonl,
 }
 
 
@@ -424,7 +447,7 @@ def load_events(cfg: DataConfig) -> EventLog:
     """Read, validate, order and clean the event log that cfg describes."""
     if cfg.format not in READERS:
         raise ConfigError(f"data.format must be one of {sorted(READERS)}, got {cfg.format!r}")
-    if cfg.event_col is not None and cfg.format not in ("csv", "parquet"):
+    if cfg.event_col is not None and cfg.format not in ("csv", "parquet", "jsonl"):
         raise ConfigError(f"data.event_col needs format csv or parquet, not {cfg.format!r}")
     path = resolve_path(cfg)
     frame = READERS[cfg.format](path, cfg)

@@ -430,3 +430,22 @@ def test_headerless_csv_reports_physical_lines(tmp_path):
     assert err.line == 3 and err.column == "timestamp"
     ok = write(tmp_path, "ok.csv", "u1,a,1\nu1,b,2\n")
     assert rows(load_events(cfg(ok, names=("user_id", "item_id", "timestamp")))) == [("u1", "a", 1), ("u1", "b", 2)]
+
+
+def test_jsonl_reads_fields_and_reports_bad_lines(tmp_path):
+    good = write(tmp_path, "r.json", '{"u": "A1", "i": "0042", "t": 5}\n\n{"u": "A1", "i": 7, "t": 3}\n')
+    log = load_events(cfg(good, format="jsonl", user_col="u", item_col="i", time_col="t"))
+    assert rows(log) == [("A1", "7", 3), ("A1", "0042", 5)]
+    bad = write(tmp_path, "b.json", '{"u": "A1", "i": "x", "t": 5}\n{"u": "A1", "i": \n')
+    err = error_of(cfg(bad, format="jsonl", user_col="u", item_col="i", time_col="t"))
+    assert err.line == 2 and "invalid JSON" in str(err)
+    missing = write(tmp_path, "m.json", '{"u": "A1", "t": 5}\n')
+    assert error_of(cfg(missing, format="jsonl", user_col="u", item_col="i", time_col="t")).column == "i"
+
+
+def test_real_amazon_musical_instruments_jsonl():
+    rel = shared("amazon-2014-5core/Musical_Instruments.json.gz")
+    log = load_events(DataConfig(format="jsonl", path=rel, data_dir=str(SHARED), user_col="reviewerID",
+                                 item_col="asin", time_col="unixReviewTime", min_user_events=1))
+    s = log.summary
+    assert (s["rows_read"], s["n_users"], s["n_items"]) == (10_261, 1_429, 900)
