@@ -35,6 +35,7 @@ class SeqRecModule(pl.LightningModule):
         self.ks, self.exclude_seen = tuple(ks), exclude_seen
         self._ranks: list[torch.Tensor] = []
         self.last_metrics: dict[str, dict[str, float]] = {}
+        self.last_ranks: dict[str, torch.Tensor] = {}  # per-user ranks, in user order
         self.val_history: list[tuple[int, dict[str, float]]] = []
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
@@ -60,6 +61,7 @@ class SeqRecModule(pl.LightningModule):
         self._ranks.clear()
         metrics = summarise(ranks, self.ks)
         self.last_metrics[stage] = metrics
+        self.last_ranks[stage] = ranks
         if stage == "val" and not self.trainer.sanity_checking:
             self.val_history.append((self.current_epoch, metrics))
         for name, value in metrics.items():

@@ -1,7 +1,8 @@
 """Fit or evaluate one experiment config into a self-describing run directory.
 
 A run directory holds ``config.yaml`` (resolved), ``vocab.json``, ``checkpoints/best.ckpt``,
-``metrics.json``, ``status.json`` and the CSV training log. It is built under
+``metrics.json``, ``ranks.npz`` (per-user validation/test ranks, in the order of the
+users in the data), ``status.json`` and the CSV training log. It is built under
 ``<run_dir>.partial`` (status ``running``, or ``failed`` with the error) and renamed into
 place only when every file is written, so a crashed run never looks complete.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
@@ -166,6 +168,12 @@ def _fit_into(cfg: ExperimentConfig, partial: Path) -> dict:
         "machine": machine(),
         "torch_threads": torch.get_num_threads(),
     }
+    # Per-user ranks let the leaderboard bootstrap over users and pair models user by user.
+    np.savez_compressed(
+        partial / "ranks.npz",
+        valid=module.last_ranks["val"].numpy().astype(np.int32),
+        test=module.last_ranks["test"].numpy().astype(np.int32),
+    )
     _write_json(partial / "metrics.json", metrics)
     return metrics
 

@@ -56,7 +56,7 @@ def fitted(tmp_path_factory):
 
 def test_fit_writes_a_complete_run_directory(fitted):
     _, _, (run, _) = fitted
-    for name in ("config.yaml", "vocab.json", "metrics.json", "checkpoints/best.ckpt", "logs/metrics.csv"):
+    for name in ("config.yaml", "vocab.json", "metrics.json", "ranks.npz", "checkpoints/best.ckpt", "logs/metrics.csv"):
         assert (run / name).is_file(), name
     assert not run.with_name(run.name + ".partial").exists()
     m = json.loads((run / "metrics.json").read_text())
@@ -66,6 +66,9 @@ def test_fit_writes_a_complete_run_directory(fitted):
     assert m["seed"] == 7 and m["exclude_seen"] is False
     assert {"torch", "pytorch-lightning", "numpy"} <= set(m["versions"])
     assert m["epochs"] >= 1 and "total" in m["wall_time_s"]
+    ranks = np.load(run / "ranks.npz")
+    assert ranks["test"].shape == (150,) and ranks["test"].min() >= 1
+    assert np.mean(ranks["test"] <= 10) == pytest.approx(m["test"]["hr@10"])
     # The planted next item is deterministic: a working model ranks it first for most users,
     # far above the 1/30 a random ranking would give.
     assert m["test"]["hr@1"] > 0.8
