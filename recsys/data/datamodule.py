@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
 from recsys.config import DataConfig
 from recsys.data.collate import collate_eval, collate_train
@@ -30,6 +30,33 @@ class _BatchDataset(Dataset):
 
     def __getitem__(self, rows):
         return self.collate(self.items, self.held, np.asarray(rows, dtype=np.int64), self.max_len)
+
+
+class LengthBucketBatchSampler(Sampler[list[int]]):
+    """Shuffled batches of similar-length sequences, so little compute goes to padding.
+
+    Each epoch: a seeded permutation of all rows is cut into windows of ``window``
+    batches; rows are sorted by length inside each window and cut into batches; the
+    batch order is then shuffled. Every row appears exactly once per epoch.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, generator: torch.Generator, window: int = 64) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.generator, self.window = batch_size, generator, window
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self):
+        perm = torch.randperm(len(self.lengths), generator=self.generator).numpy()
+        span = self.batch_size * self.window
+        batches = []
+        for i in range(0, len(perm), span):
+            chunk = perm[i : i + span]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches.extend(chunk[j : j + self.batch_size] for j in range(0, len(chunk), self.batch_size))
+        for b in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[b].tolist()
 
 
 class SeqDataModule(pl.LightningDataModule):
@@ -74,7 +101,8 @@ class SeqDataModule(pl.LightningDataModule):
         items = self.sequences.items
         if train:
             gen = torch.Generator().manual_seed(self.seed)
-            sampler = BatchSampler(RandomSampler(range(len(held)), generator=gen), self.batch_size, drop_last=False)
+            lengths = np.minimum(held.end - held.start, self.max_len)
+            sampler = LengthBucketBatchSampler(lengths, self.batch_size, gen)
             dataset = _BatchDataset(collate_train, items, held, self.max_len)
         else:
             sampler = BatchSampler(SequentialSampler(range(len(held))), self.eval_batch_size, drop_last=False)

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -91,8 +92,12 @@ def _write_json(path: Path, doc: dict) -> None:
     os.replace(tmp, path)
 
 
-def fit(cfg: ExperimentConfig, run_dir: Path | None = None) -> RunResult:
-    """Train, pick the best epoch on validation NDCG, evaluate it on valid and test."""
+def fit(cfg: ExperimentConfig, run_dir: Path | None = None, callbacks: Sequence[pl.Callback] = ()) -> RunResult:
+    """Train, pick the best epoch on validation NDCG, evaluate it on valid and test.
+
+    ``callbacks`` are extra Lightning callbacks (e.g. a tuning pruner that reads
+    ``val/<metric>`` at each validation end).
+    """
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     if run_dir.exists():
         raise FileExistsError(f"run directory {run_dir} already exists")
@@ -102,7 +107,7 @@ def fit(cfg: ExperimentConfig, run_dir: Path | None = None) -> RunResult:
     partial.mkdir(parents=True)
     _write_json(partial / "status.json", {"status": "running", "pid": os.getpid()})
     try:
-        metrics = _fit_into(cfg, partial)
+        metrics = _fit_into(cfg, partial, list(callbacks))
     except BaseException as exc:
         _write_json(partial / "status.json", {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
         raise
@@ -111,7 +116,7 @@ def fit(cfg: ExperimentConfig, run_dir: Path | None = None) -> RunResult:
     return RunResult(run_dir, metrics)
 
 
-def _fit_into(cfg: ExperimentConfig, partial: Path) -> dict:
+def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]) -> dict:
     started = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     _set_threads(cfg)
@@ -128,7 +133,7 @@ def _fit_into(cfg: ExperimentConfig, partial: Path) -> dict:
     trainer = _trainer(
         cfg,
         max_epochs=cfg.train.max_epochs,
-        callbacks=[EarlyStopping(monitor=monitor, mode="max", patience=cfg.train.patience), checkpoint],
+        callbacks=[EarlyStopping(monitor=monitor, mode="max", patience=cfg.train.patience), checkpoint, *callbacks],
         logger=CSVLogger(partial, name="logs", version=""),
         gradient_clip_val=cfg.train.grad_clip or None,
         num_sanity_val_steps=0,

@@ -41,3 +41,24 @@ def test_collate_eval_inputs_targets_and_seen():
     # seen covers the whole history, not just the window of 2
     assert test["seen_rows"].tolist() == [0, 0, 0, 0, 1, 1]
     assert test["seen_items"].tolist() == [1, 2, 3, 4, 6, 7]
+
+
+def test_length_bucket_sampler_covers_every_row_once_and_groups_lengths():
+    import torch
+
+    from recsys.data.datamodule import LengthBucketBatchSampler
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 50, size=1000)
+    sampler = LengthBucketBatchSampler(lengths, 32, torch.Generator().manual_seed(0), window=8)
+    epoch1, epoch2 = list(sampler), list(sampler)
+    for epoch in (epoch1, epoch2):
+        rows = np.concatenate(epoch)
+        assert sorted(rows.tolist()) == list(range(1000))
+        assert len(epoch) == len(sampler) == 32
+    assert epoch1 != epoch2  # reshuffled each epoch
+    # within a batch, lengths are much closer than in a random batch
+    spread = np.mean([np.ptp(lengths[b]) for b in epoch1])
+    assert spread < 0.3 * np.ptp(lengths)
+    again = list(LengthBucketBatchSampler(lengths, 32, torch.Generator().manual_seed(0), window=8))
+    assert again == epoch1  # same seed, same batches
