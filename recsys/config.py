@@ -19,6 +19,7 @@ import yaml
 from recsys.errors import ConfigError
 
 DATA_FORMATS = ("s3rec", "user_item", "movielens", "csv", "parquet", "jsonl")
+SPLITS = ("loo", "temporal")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,18 @@ class DataConfig:
     - ``csv`` / ``parquet``: any event log with the named columns. A CSV whose first line
       is data, not a header, lists its column names in ``names``;
     - ``jsonl``: one JSON object per line with the named fields (Amazon review dumps).
+
+    ``split`` is one of ``SPLITS`` (see ``recsys.data.splits``):
+
+    - ``loo`` (leave-one-out): each user's last event is the test target, the one before
+      it the validation target;
+    - ``temporal`` (global temporal split): the test cut is the ``split_quantile``
+      quantile of all event timestamps, the validation cut the ``split_valid_quantile``
+      quantile. Test targets are each user's first event after the test cut (input: the
+      whole history up to the cut); validation targets the first event after the
+      validation cut, if it is not after the test cut; training uses only events up to
+      the validation cut. Formats without timestamps (``s3rec``, ``user_item``) carry
+      positions as timestamps, so there the cut is on event position, not on time.
     """
 
     name: str = "s3rec-beauty"
@@ -49,6 +62,9 @@ class DataConfig:
     kcore: int = 0
     dedup: bool = False
     min_user_events: int = 3
+    split: str = "loo"
+    split_quantile: float = 0.9
+    split_valid_quantile: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -226,6 +242,12 @@ def _validate(cfg: ExperimentConfig) -> None:
     need(cfg.data.format in DATA_FORMATS, f"data.format must be one of {DATA_FORMATS}")
     need(cfg.data.kcore >= 0, "data.kcore must be >= 0")
     need(cfg.data.min_user_events >= 3, "data.min_user_events must be >= 3 (train + valid + test)")
+    need(cfg.data.split in SPLITS, f"data.split must be one of {SPLITS}, got {cfg.data.split!r}")
+    need(
+        0.0 < cfg.data.split_valid_quantile < cfg.data.split_quantile < 1.0,
+        "data.split_valid_quantile and data.split_quantile must satisfy 0 < valid < test < 1, got "
+        f"{cfg.data.split_valid_quantile} and {cfg.data.split_quantile}",
+    )
     need(cfg.model.dim > 0 and cfg.model.n_blocks > 0, "model.dim and model.n_blocks must be > 0")
     need(cfg.model.dim % cfg.model.n_heads == 0, "model.dim must be divisible by model.n_heads")
     need(cfg.model.max_len > 0, "model.max_len must be > 0")

@@ -15,7 +15,7 @@ from recsys.config import DataConfig
 from recsys.data.collate import collate_eval, collate_train
 from recsys.data.events import EventLog, load_events
 from recsys.data.sequences import Sequences, build_sequences
-from recsys.data.splits import HeldOut, Split, leave_one_out
+from recsys.data.splits import HeldOut, Split, leave_one_out, temporal_split
 from recsys.data.vocab import Vocab
 
 
@@ -86,7 +86,11 @@ class SeqDataModule(pl.LightningDataModule):
             if self.vocab is None:
                 self.vocab = Vocab.build(self.events.frame["item"])
             seqs = build_sequences(self.events.frame, self.vocab)
-            self.split = leave_one_out(seqs)
+            if self.data_cfg.split == "temporal":
+                cfg = self.data_cfg
+                self.split = temporal_split(seqs, cfg.split_quantile, cfg.split_valid_quantile)
+            else:
+                self.split = leave_one_out(seqs)
         return self
 
     def setup(self, stage: str | None = None) -> None:
