@@ -1,0 +1,379 @@
+"""Benchmark runner: frozen experiment configs x seeds -> one run directory + result.json each.
+
+    .venv/bin/python benchmarks/runner.py                 # whole matrix, 3 seeds, then recsys leaderboard
+    .venv/bin/python benchmarks/runner.py --quick         # smoke run in minutes (LastFM, 2 seeds, 2 epochs)
+    .venv/bin/python benchmarks/runner.py --datasets s3rec-lastfm --seeds 42   # one slice
+    .venv/bin/python benchmarks/runner.py --dry-run       # print every cell and its status, run nothing
+
+Layout: ``<results>/<dataset>/<config-stem>/seed<N>/`` is the run directory that
+``recsys fit`` writes (config.yaml, metrics.json, ranks.npz, status.json; checkpoints and
+logs are git-ignored), plus ``result.json``: the metrics and the provenance needed to
+reproduce and compare the run (config hash, dataset fingerprint, seed, git commit,
+versions, hardware, wall time).
+
+A cell is *complete* when its run directory says ``complete`` and its ``result.json`` has
+the hash of the config the runner would run now. Complete cells are skipped (``--force``
+redoes them); a crashed run stays in ``seed<N>.partial`` and is redone; a cell whose
+frozen config changed since it ran is *stale* and is redone. Runs go through the public
+CLI (``recsys fit``), one process per run, one run at a time.
+
+Uses only the public API (``recsys.config.ExperimentConfig``) and CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from recsys.config import ExperimentConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ROOT / "experiments"
+RESULTS = ROOT / "benchmarks" / "results"
+LEADERBOARD = ROOT / "benchmarks" / "LEADERBOARD.md"
+PLOT = ROOT / "benchmarks" / "leaderboard.png"
+QUICK_ROOT = ROOT / "runs" / "benchmarks-quick"
+DEFAULT_SEEDS = (42, 43, 44)  # 42 is the seed in every frozen config, so seed 42 reproduces it as written
+# Not leaderboard datasets: the Taobao file is a development sample (814 users), not a benchmark.
+EXCLUDED_DATASETS = frozenset({"taobao-sample"})
+QUICK = {
+    "datasets": ("s3rec-lastfm",),
+    "seeds": (42, 43),
+    "overrides": ("train.max_epochs=2", "train.patience=2"),
+}
+# Fields that cannot change a result: where files go, and whether a progress bar is drawn.
+COSMETIC = (("output_dir",), ("data", "data_dir"), ("train", "progress_bar"))
+RESULT_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (config, seed) run of the matrix."""
+
+    config_path: Path
+    dataset: str
+    stem: str
+    seed: int
+
+    def run_dir(self, results: Path) -> Path:
+        return results / self.dataset / self.stem / f"seed{self.seed}"
+
+    def label(self) -> str:
+        return f"{self.dataset}/{self.stem} seed {self.seed}"
+
+
+# ---- the matrix ----------------------------------------------------------------------------
+
+
+def discover(experiments: Path, datasets: list[str] | None = None, configs: list[str] | None = None,
+             include_excluded: bool = False) -> list[Path]:
+    """Frozen configs ``experiments/<dataset>/<stem>.yaml``, filtered by dataset and stem."""
+    found = []
+    for path in sorted(experiments.glob("*/*.yaml")):
+        dataset, stem = path.parent.name, path.stem
+        if datasets and dataset not in datasets:
+            continue
+        if not datasets and not include_excluded and dataset in EXCLUDED_DATASETS:
+            continue
+        if configs and stem not in configs:
+            continue
+        found.append(path)
+    return found
+
+
+def _data_size(path: Path) -> int:
+    """Size of the config's data file (a cheap proxy for run time), 0 when unknown."""
+    try:
+        data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("data", {})
+        rel = Path(data.get("path", ""))
+        root = Path(data.get("data_dir") or os.environ.get("RECSYS_DATA_DIR") or ROOT.parent / "shared" / "datasets")
+        target = rel if rel.is_absolute() else root / rel
+        return target.stat().st_size
+    except (OSError, AttributeError, yaml.YAMLError):
+        return 0
+
+
+def plan(config_paths: list[Path], seeds: list[int]) -> list[Cell]:
+    """Seed-major order (every config once before any config twice), smallest data first,
+    so an interrupted or partial run still gives one seed of as many rows as possible."""
+    ordered = sorted(config_paths, key=lambda p: (_data_size(p), p.parent.name, p.stem))
+    return [Cell(p, p.parent.name, p.stem, seed) for seed in seeds for p in ordered]
+
+
+def resolve_config(cell: Cell, overrides: list[str]) -> ExperimentConfig:
+    """The exact config a cell runs: the frozen file, its seed, then extra overrides."""
+    cfg = ExperimentConfig.from_yaml(cell.config_path)
+    return cfg.with_overrides([f"seed={cell.seed}", "train.progress_bar=false", *overrides])
+
+
+def config_hash(cfg: ExperimentConfig, with_seed: bool = True) -> str:
+    """sha256 of the canonical resolved config, minus fields that cannot change a result."""
+    doc = cfg.to_dict()
+    for path in COSMETIC + (() if with_seed else (("seed",),)):
+        node = doc
+        for key in path[:-1]:
+            node = node[key]
+        node.pop(path[-1], None)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+# ---- status of a cell ----------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def cell_status(run_dir: Path, expected_hash: str) -> str:
+    """``complete`` | ``recoverable`` (run done, result.json missing) | ``stale`` | ``missing``.
+
+    Only a run directory that ``recsys fit`` renamed into place with status ``complete``
+    counts; a crashed run lives in ``<run_dir>.partial`` and so is ``missing`` here.
+    """
+    status = _read_json(run_dir / "status.json")
+    if status is None or status.get("status") != "complete":
+        return "missing"
+    result = _read_json(run_dir / "result.json")
+    if result is not None:
+        return "complete" if result.get("config_hash") == expected_hash else "stale"
+    try:
+        ran = ExperimentConfig.from_yaml(run_dir / "config.yaml")
+    except Exception:  # an unreadable config cannot be trusted: run again
+        return "stale"
+    if not (run_dir / "metrics.json").is_file() or not (run_dir / "ranks.npz").is_file():
+        return "stale"
+    return "recoverable" if config_hash(ran) == expected_hash else "stale"
+
+
+# ---- provenance ----------------------------------------------------------------------------
+
+
+def hardware() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gb = None
+    try:
+        memory_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    return {"cpu": cpu, "cpus": os.cpu_count(), "memory_gb": memory_gb, "platform": platform.platform(),
+            "accelerator": "cpu"}
+
+
+def build_result(cell: Cell, cfg: ExperimentConfig, run_dir: Path, overrides: list[str], quick: bool,
+                 command: list[str] | None, process_s: float | None) -> dict:
+    """result.json: the run's metrics plus everything needed to reproduce and compare it."""
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    split = cfg.data.split
+    split_label = "leave-one-out" if split == "loo" else (
+        f"temporal (test cut at the {cfg.data.split_quantile} quantile of event time, "
+        f"validation cut at {cfg.data.split_valid_quantile})"
+    )
+    try:
+        config_path = str(cell.config_path.resolve().relative_to(ROOT))
+    except ValueError:
+        config_path = str(cell.config_path)
+    return {
+        "schema": RESULT_SCHEMA,
+        "dataset": cell.dataset,
+        "config": cell.stem,
+        "config_path": config_path,
+        "seed": cell.seed,
+        "model": cfg.model.name,
+        "loss": cfg.train.loss,
+        "split": split,
+        "protocol": f"full-catalogue ranking, {split_label}, pessimistic ties, exclude_seen={cfg.eval.exclude_seen}",
+        "overrides": list(overrides),
+        "quick": quick,
+        "config_hash": config_hash(cfg),
+        "config_hash_without_seed": config_hash(cfg, with_seed=False),
+        "valid": metrics["valid"],
+        "test": metrics["test"],
+        "n_eval_users": metrics.get("n_eval_users"),
+        "dataset_fingerprint": metrics["dataset"]["fingerprint"],
+        "dataset_summary": metrics["dataset"]["summary"],
+        "epochs": metrics.get("epochs"),
+        "best_epoch": metrics.get("best_epoch"),
+        "wall_time_s": {**metrics.get("wall_time_s", {}),
+                        "process": None if process_s is None else round(process_s, 3)},
+        "git_commit": metrics.get("git_commit"),
+        "versions": metrics.get("versions"),
+        "machine": metrics.get("machine"),
+        "torch_threads": metrics.get("torch_threads"),
+        "hardware": hardware(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": None if command is None else shlex.join(command),
+        "files": {"config": "config.yaml", "metrics": "metrics.json", "ranks": "ranks.npz"},
+    }
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---- running -------------------------------------------------------------------------------
+
+
+def todo_action(status: str, force: bool) -> str | None:
+    """What to do with a cell: ``run``, ``recover`` (write result.json only) or None (skip)."""
+    if force:
+        return "run"
+    return {"complete": None, "recoverable": "recover"}.get(status, "run")
+
+
+def fit_command(cell: Cell, run_dir: Path, overrides: list[str]) -> list[str]:
+    return [sys.executable, "-m", "recsys.cli", "fit", "--config", str(cell.config_path), "--run-dir", str(run_dir),
+            f"seed={cell.seed}", "train.progress_bar=false", *overrides]
+
+
+def run_cell(cell: Cell, results: Path, overrides: list[str], quick: bool) -> dict:
+    """Fit one cell through ``recsys fit`` and write its result.json. Raises on failure."""
+    cfg = resolve_config(cell, overrides)
+    run_dir = cell.run_dir(results)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    command = fit_command(cell, run_dir, overrides)
+    log = run_dir.with_name(run_dir.name + ".log")
+    started = time.perf_counter()
+    with log.open("w", encoding="utf-8") as out:
+        proc = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=_env())
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
+        raise RuntimeError(f"{cell.label()}: recsys fit exited with {proc.returncode}; log {log}:\n  " + "\n  ".join(tail))
+    result = build_result(cell, cfg, run_dir, overrides, quick, command, elapsed)
+    _write_json(run_dir / "result.json", result)
+    return result
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("RECSYS_DATA_DIR", str(ROOT.parent / "shared" / "datasets"))
+    return env
+
+
+def _lock(results: Path):
+    """One runner per results folder: two would race on the same run directories."""
+    results.mkdir(parents=True, exist_ok=True)
+    handle = (results / ".runner.lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(f"another benchmark runner is using {results}") from None
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def render(results: Path, out: Path, plot: Path, experiments: Path) -> int:
+    """Render the leaderboard through the public CLI."""
+    command = [sys.executable, "-m", "recsys.cli", "leaderboard", "--results", str(results), "--experiments",
+               str(experiments), "--out", str(out), "--plot", str(plot)]
+    return subprocess.run(command, cwd=ROOT, env=_env()).returncode
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiments", type=Path, default=EXPERIMENTS, help="folder of <dataset>/<config>.yaml")
+    p.add_argument("--results", type=Path, default=None, help=f"results folder (default {RESULTS.relative_to(ROOT)})")
+    p.add_argument("--datasets", nargs="+", default=None, help="only these datasets (folder names)")
+    p.add_argument("--configs", nargs="+", default=None, help="only these config stems, e.g. sasrec-ce")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help=f"seeds (default {list(DEFAULT_SEEDS)})")
+    p.add_argument("--override", nargs="+", default=[], metavar="KEY=VALUE", help="extra config overrides for every run")
+    p.add_argument("--force", action="store_true", help="redo runs that are already complete")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run in minutes: LastFM, seeds 42 43, 2 epochs, into runs/benchmarks-quick/")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and each cell's status; run nothing")
+    p.add_argument("--no-render", action="store_true", help="do not render the leaderboard at the end")
+    p.add_argument("--keep-going", action="store_true", help="after a failed run, go on with the next one")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = list(args.override)
+    datasets, seeds = args.datasets, args.seeds or list(DEFAULT_SEEDS)
+    results, out, plot = args.results or RESULTS, LEADERBOARD, PLOT
+    if args.quick:
+        datasets = datasets or list(QUICK["datasets"])
+        seeds = args.seeds or list(QUICK["seeds"])
+        overrides = [*QUICK["overrides"], *overrides]
+        results = args.results or QUICK_ROOT / "results"
+        out, plot = QUICK_ROOT / "LEADERBOARD.md", QUICK_ROOT / "leaderboard.png"
+    cells = plan(discover(args.experiments, datasets, args.configs), seeds)
+    if not cells:
+        print("no configs match", file=sys.stderr)
+        return 2
+
+    todo = []
+    for cell in cells:
+        status = cell_status(cell.run_dir(results), config_hash(resolve_config(cell, overrides)))
+        action = todo_action(status, args.force)
+        print(f"  {status:<12} {action or 'skip':<8} {cell.label()}")
+        if action:
+            todo.append((cell, action))
+    print(f"{len(cells)} cells, {len(cells) - len(todo)} complete, {len(todo)} to do; results in {results}")
+    if args.dry_run:
+        return 0
+
+    lock = _lock(results)
+    failed = []
+    try:
+        for i, (cell, action) in enumerate(todo, 1):
+            run_dir = cell.run_dir(results)
+            if action == "recover":  # the run finished but its result.json was never written
+                cfg = resolve_config(cell, overrides)
+                _write_json(run_dir / "result.json", build_result(cell, cfg, run_dir, overrides, args.quick, None, None))
+                print(f"[{i}/{len(todo)}] {cell.label()}: result.json rebuilt from the finished run")
+                continue
+            print(f"[{i}/{len(todo)}] {cell.label()} ...", flush=True)
+            try:
+                result = run_cell(cell, results, overrides, args.quick)
+            except RuntimeError as exc:
+                print(f"FAILED {exc}", file=sys.stderr)
+                failed.append(cell)
+                if not args.keep_going:
+                    break
+                continue
+            print(f"    test ndcg@10 {result['test']['ndcg@10']:.4f}  hr@10 {result['test']['hr@10']:.4f}  "
+                  f"epochs {result['epochs']} (best {result['best_epoch']})  "
+                  f"train {result['wall_time_s'].get('train', float('nan')):.0f}s  "
+                  f"process {result['wall_time_s']['process']:.0f}s", flush=True)
+    finally:
+        lock.close()
+    if not args.no_render:
+        rc = render(results, out, plot, args.experiments)
+        if rc != 0:
+            return rc
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
