@@ -44,6 +44,60 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _training_item_counts(run_dir: Path):
+    """Per-token counts of the run's training split, recomputed from its data.
+
+    Refuses data whose fingerprint differs from the one the run recorded."""
+    import json
+
+    import numpy as np
+
+    from recsys.config import ExperimentConfig
+    from recsys.data.datamodule import SeqDataModule
+    from recsys.data.vocab import Vocab
+    from recsys.errors import ArtifactError
+
+    cfg = ExperimentConfig.from_yaml(run_dir / "config.yaml")
+    vocab = Vocab.load(run_dir / "vocab.json")
+    recorded = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))["dataset"]["fingerprint"]
+    try:
+        dm = SeqDataModule(cfg.data, cfg.model.max_len, cfg.train.batch_size, cfg.eval.batch_size, cfg.seed,
+                           vocab=vocab).prepare()
+    except KeyError as exc:
+        raise ArtifactError(f"{run_dir}: the data holds items the run's vocabulary lacks ({exc})") from exc
+    if dm.events.fingerprint != recorded:
+        raise ArtifactError(f"{run_dir}: the data changed since training (fingerprint {dm.events.fingerprint[:12]} "
+                            f"!= {recorded[:12]}); pass --no-popularity to export without counts")
+    train, items = dm.split.train, dm.split.sequences.items
+    # Training sequence of a user: items[start:end + 1] (inputs and next-item targets).
+    lengths = train.end + 1 - train.start
+    positions = np.repeat(train.start - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+    return np.bincount(items[positions], minlength=vocab.n_items + 1).astype(np.int64)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from recsys.inference.export import export_run
+
+    counts = None if args.no_popularity else _training_item_counts(args.run_dir)
+    onnx_k = args.onnx_k if args.onnx else None
+    out = export_run(args.run_dir, args.out, item_counts=counts, overwrite=args.overwrite, onnx_k=onnx_k)
+    print(f"artifact: {out}" + (f" (with model.onnx, top-{onnx_k})" if onnx_k else ""))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import torch
+
+    from recsys.inference.http import serve
+    from recsys.inference.recommender import Recommender
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    serve(Recommender.load(args.artifact, unknown=args.unknown, empty=args.empty), host=args.host, port=args.port,
+          log_level=args.log_level)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description="Sequential recommendation experiments.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +109,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="recompute metrics of a finished run from its checkpoint")
     p.add_argument("run_dir", type=Path)
     p.set_defaults(func=_evaluate)
+    p = sub.add_parser("export", help="write a serving artifact (safetensors + JSON) from a finished run")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", required=True, type=Path, help="artifact folder to create")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing artifact folder")
+    p.add_argument("--no-popularity", action="store_true",
+                   help="skip the training-data item counts (the empty-history fallback); no data needed")
+    p.add_argument("--onnx", action="store_true", help="also write model.onnx (needs the onnx extra)")
+    p.add_argument("--onnx-k", type=int, default=100, help="top-k the ONNX graph returns (default 100)")
+    p.set_defaults(func=_export)
+    p = sub.add_parser("serve", help="serve an artifact over HTTP (needs the serve extra)")
+    p.add_argument("artifact", type=Path)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--unknown", choices=("ignore", "raise"), default="ignore", help="unknown item ids")
+    p.add_argument("--empty", choices=("popularity", "raise"), default="popularity", help="empty histories")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=_serve)
     return parser
 
 

@@ -1,0 +1,29 @@
+"""Serving: artifacts (safetensors + JSON), ``Recommender``, ONNX export.
+
+Imports torch, numpy and safetensors only: never Lightning, Optuna or pandas (ranking
+services import this; ``tests/inference/test_import_weight.py`` proves it). The HTTP
+service lives in ``recsys.inference.http`` and is not imported here.
+"""
+
+from recsys.inference.artifact import Artifact, load_artifact, random_artifact, save_artifact
+from recsys.inference.export import export_onnx, export_run
+from recsys.inference.inputs import EMPTY_POLICIES, UNKNOWN_POLICIES, EmptyHistoryError, UnknownItemError
+from recsys.inference.onnx_runtime import OnnxRecommender
+from recsys.inference.recommender import Recommendations, Recommender, load
+
+__all__ = [
+    "Artifact",
+    "EMPTY_POLICIES",
+    "EmptyHistoryError",
+    "OnnxRecommender",
+    "Recommendations",
+    "Recommender",
+    "UNKNOWN_POLICIES",
+    "UnknownItemError",
+    "export_onnx",
+    "export_run",
+    "load",
+    "load_artifact",
+    "random_artifact",
+    "save_artifact",
+]

@@ -1,0 +1,272 @@
+"""``Recommender``: a loaded artifact behind a batched, thread-safe API in raw item ids.
+
+>>> rec = Recommender.load("artifacts/beauty")                  # doctest: +SKIP
+>>> out = rec.recommend([["B0001", "B0042"], ["B0007"]], k=10)   # doctest: +SKIP
+>>> out.items[0], out.scores[0]                                  # doctest: +SKIP
+
+Policies, fixed when the recommender is built:
+
+- ``unknown="ignore"`` (default) drops item ids that are not in the vocabulary and counts
+  them (``Recommendations.n_unknown`` per history, ``stats()`` in total); ``"raise"``
+  raises ``UnknownItemError`` instead. The same applies to ``candidates`` and to the
+  items passed to ``score`` (an unknown item there scores ``-inf`` under ``"ignore"``).
+- ``empty="popularity"`` (default) answers a history with no known item by training-data
+  popularity (its scores are the items' training counts, and ``Recommendations.fallback``
+  flags the row); ``"raise"`` raises ``EmptyHistoryError``. Loading an artifact exported
+  without counts with ``empty="popularity"`` is an ``ArtifactError``.
+
+Histories longer than the model's ``max_len`` keep their newest ``max_len`` known items
+(the model never saw longer windows). ``exclude_seen`` removes every item of the whole
+history, including items truncated away. ``k`` larger than the number of candidates is
+clamped: a row holds ``min(k, candidates left)`` items, never padding.
+
+Thread safety: the model is read-only after construction and every call runs under
+``torch.inference_mode``; the only shared mutable state, the counters behind ``stats()``,
+sits behind a lock. One ``Recommender`` can serve many threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recsys.errors import ArtifactError
+from recsys.inference.artifact import Artifact, load_artifact
+from recsys.inference.inputs import (
+    EMPTY_POLICIES,
+    UNKNOWN_POLICIES,
+    EmptyHistoryError,
+    EncodedBatch,
+    check_batch,
+    check_flag,
+    check_ids,
+    check_k,
+    check_policy,
+    encode_batch,
+    encode_ids,
+    unique_tokens,
+)
+from recsys.nn.heads import last_state
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    """Top-k answers, one row per input history, best first."""
+
+    items: list[list[str]]  # raw item ids
+    scores: list[np.ndarray]  # (k_row,) float32 model scores; training counts where fallback
+    n_unknown: list[int]  # unknown ids ignored in each history
+    fallback: list[bool]  # True where an empty history was answered by popularity
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the HTTP service returns this)."""
+        return {
+            "items": self.items,
+            "scores": [s.tolist() for s in self.scores],
+            "n_unknown": self.n_unknown,
+            "fallback": self.fallback,
+        }
+
+
+class Recommender:
+    """Top-k recommendation, candidate scoring and embeddings for raw-id histories."""
+
+    def __init__(self, artifact: Artifact, *, unknown: str = "ignore", empty: str = "popularity") -> None:
+        self.unknown = check_policy("unknown", unknown, UNKNOWN_POLICIES)
+        self.empty = check_policy("empty", empty, EMPTY_POLICIES)
+        if empty == "popularity" and artifact.item_counts is None:
+            raise ArtifactError(
+                "this artifact holds no item popularity counts, so empty='popularity' has nothing to "
+                "fall back on; load it with empty='raise' or re-export with the training data"
+            )
+        self.artifact = artifact
+        self.vocab = artifact.vocab
+        self.max_len = artifact.model.max_len
+        self._encoder = artifact.build_encoder().requires_grad_(False)
+        self._item_w = self._encoder.item_weights().detach()  # (n, D) view of rows 1..n
+        self._ids = np.asarray(self.vocab.items, dtype=object)  # token t -> raw id at t - 1
+        self._popularity = (
+            None if artifact.item_counts is None else torch.from_numpy(artifact.item_counts[1:].astype(np.float32))
+        )  # (n,)
+        self._lock = threading.Lock()
+        self._stats = {"histories": 0, "unknown_ids": 0, "empty_histories": 0, "unknown_candidates": 0}
+
+    @classmethod
+    def load(cls, path: str | Path, *, unknown: str = "ignore", empty: str = "popularity") -> Recommender:
+        """Load an artifact folder written by ``recsys export`` (never unpickles)."""
+        return cls(load_artifact(path), unknown=unknown, empty=empty)
+
+    # ---- description -----------------------------------------------------------------
+    @property
+    def n_items(self) -> int:
+        return self.vocab.n_items
+
+    @property
+    def items(self) -> tuple[str, ...]:
+        """Raw ids in the row order of ``item_embeddings()``."""
+        return self.vocab.items
+
+    @property
+    def dim(self) -> int:
+        return int(self._item_w.shape[1])
+
+    def stats(self) -> dict[str, int]:
+        """Running totals since load: histories served, unknown ids ignored, fallbacks used."""
+        with self._lock:
+            return dict(self._stats)
+
+    def _count(self, **deltas: int) -> None:
+        with self._lock:
+            for key, value in deltas.items():
+                self._stats[key] += int(value)
+
+    # ---- shared steps ------------------------------------------------------------------
+    def _encode(self, histories: object) -> EncodedBatch:
+        batch = encode_batch(self.vocab, check_batch(histories), self.max_len, self.unknown)
+        empty = batch.empty
+        if self.empty == "raise" and empty.any():
+            row = int(np.flatnonzero(empty)[0])
+            raise EmptyHistoryError(
+                f"histories[{row}] holds no known item ({int(batch.n_unknown[row])} unknown ids); "
+                "use empty='popularity' for a popularity fallback"
+            )
+        self._count(histories=len(empty), unknown_ids=batch.n_unknown.sum(), empty_histories=empty.sum())
+        return batch
+
+    def _user_states(self, batch: EncodedBatch) -> torch.Tensor:
+        """(B, D) state after each history's newest item. Call under inference_mode."""
+        return last_state(self._encoder(torch.from_numpy(batch.inputs)))  # (B, D)
+
+    # ---- public API --------------------------------------------------------------------
+    def recommend(
+        self,
+        histories: Sequence[Sequence[str]],
+        k: int = 10,
+        exclude_seen: bool = False,
+        candidates: Sequence[str] | None = None,
+    ) -> Recommendations:
+        """Top ``k`` items for each history (a list of lists of raw ids, oldest first).
+
+        ``candidates`` (raw ids, shared by all histories) restricts the answer to those
+        items; ``exclude_seen`` drops every item the history holds. ``k`` above the number
+        of items left is clamped, so rows can be shorter than ``k``.
+        """
+        k = check_k(k)
+        exclude_seen = check_flag("exclude_seen", exclude_seen)
+        cand = None
+        if candidates is not None:
+            cand, missing = unique_tokens(self.vocab, check_ids(candidates, "candidates"), self.unknown, "candidates")
+            self._count(unknown_candidates=missing)
+        batch = self._encode(histories)
+        B, empty = len(batch.lengths), batch.empty
+        with torch.inference_mode():
+            weights = self._item_w if cand is None else self._item_w[torch.from_numpy(cand - 1)]  # (C, D)
+            C = weights.shape[0]
+            if empty.all():
+                scores = torch.empty(B, C)
+            else:
+                # Same product as nn.heads.score_items, without its PAD column: top-k column j
+                # is token j + 1 (or cand[j]), and no (B, V + 1) copy is made.
+                scores = self._user_states(batch) @ weights.T  # (B, C)
+            if empty.any():
+                pop = self._popularity if cand is None else self._popularity[torch.from_numpy(cand - 1)]
+                scores[torch.from_numpy(empty)] = pop
+            if exclude_seen:
+                self._mask_seen(scores, batch, cand)
+            kk = min(k, C)
+            if kk == 0:
+                values, columns = np.empty((B, 0), np.float32), np.empty((B, 0), np.int64)
+            else:
+                top = torch.topk(scores, kk)  # sorted, best first
+                values, columns = top.values.numpy(), top.indices.numpy()
+        tokens = columns + 1 if cand is None else cand[columns]  # (B, kk)
+        items, out_scores = [], []
+        for row in range(B):
+            keep = values[row] > float("-inf")  # excluded items sort last; drop them
+            n = int(keep.sum())
+            items.append(self._ids[tokens[row, :n] - 1].tolist())
+            out_scores.append(values[row, :n].copy())
+        return Recommendations(items, out_scores, batch.n_unknown.tolist(), empty.tolist())
+
+    def _mask_seen(self, scores: torch.Tensor, batch: EncodedBatch, cand: np.ndarray | None) -> None:
+        rows = np.repeat(np.arange(len(batch.seen)), [len(s) for s in batch.seen])
+        seen = np.concatenate(batch.seen) if batch.seen else np.empty(0, np.int64)
+        if cand is None:
+            cols = seen - 1
+        else:  # column of each seen token among the candidates, if it is one
+            order = np.argsort(cand)
+            pos = np.searchsorted(cand[order], seen).clip(max=len(cand) - 1)
+            hit = cand[order][pos] == seen
+            rows, cols = rows[hit], order[pos[hit]]
+        scores[torch.from_numpy(rows), torch.from_numpy(cols)] = float("-inf")
+
+    def score(self, history: Sequence[str], items: Sequence[str]) -> np.ndarray:
+        """Scores (len(items),) float32 of ``items`` for one history, for re-ranking.
+
+        An unknown item scores ``-inf`` under ``unknown="ignore"``. An empty history scores
+        items by training counts under ``empty="popularity"``.
+        """
+        batch = self._encode([check_ids(history, "history")])
+        tokens = self.vocab.encode(check_ids(items, "items"), unknown=0)
+        known = tokens != 0
+        if self.unknown == "raise" and not known.all():
+            encode_ids(self.vocab, items, "raise", "items")  # raises UnknownItemError naming the id
+        self._count(unknown_candidates=(~known).sum())
+        out = np.full(len(tokens), float("-inf"), dtype=np.float32)
+        if not known.any():
+            return out
+        index = torch.from_numpy(tokens[known] - 1)
+        with torch.inference_mode():
+            if batch.empty[0]:
+                values = self._popularity[index]
+            else:
+                values = self._item_w[index] @ self._user_states(batch)[0]  # (C,)
+        out[known] = values.numpy()
+        return out
+
+    def user_embeddings(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
+        """(B, D) float32 user states; ``user_embeddings(h) @ item_embeddings().T`` are the scores.
+
+        An empty history gives a zero vector under ``empty="popularity"`` (no personal
+        signal: every item scores 0) and raises under ``empty="raise"``.
+        """
+        batch = self._encode(histories)
+        with torch.inference_mode():
+            states = self._user_states(batch)  # (B, D)
+            states[torch.from_numpy(batch.empty)] = 0.0
+            return states.numpy().copy()
+
+    def item_embeddings(self) -> np.ndarray:
+        """(n_items, D) float32 output embeddings; row i is item ``self.items[i]``. Read-only view."""
+        view = self._item_w.numpy()
+        view.flags.writeable = False
+        return view
+
+    def next_action(self, history: Sequence[str]) -> Any:
+        """Next action type (view, cart, buy...) for models with an action head."""
+        raise NotImplementedError(
+            f"next_action needs a model with an action head; this artifact's model "
+            f"({self.artifact.model.name!r}) predicts the next item only, and recsys trains no "
+            "action head yet"
+        )
+
+    def __repr__(self) -> str:
+        m = self.artifact.model
+        return (
+            f"Recommender({m.name}, n_items={self.n_items}, dim={m.dim}, max_len={m.max_len}, "
+            f"unknown={self.unknown!r}, empty={self.empty!r})"
+        )
+
+
+def load(path: str | Path, *, unknown: str = "ignore", empty: str = "popularity") -> Recommender:
+    """``Recommender.load(path, ...)``."""
+    return Recommender.load(path, unknown=unknown, empty=empty)
