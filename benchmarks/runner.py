@@ -17,6 +17,15 @@ redoes them); a crashed run stays in ``seed<N>.partial`` and is redone; a cell w
 frozen config changed since it ran is *stale* and is redone. Runs go through the public
 CLI (``recsys fit``), one process per run, one run at a time.
 
+Every run gets ``train.progress_bar=false`` and ``train.num_threads=1`` (``--threads``):
+single-threaded runs are several times faster than two threads on a busy 2-core machine,
+and make training times comparable between rows.
+
+Run it from a clean checkout (``git worktree add --detach /tmp/bench HEAD``, then
+``--results /path/to/main/benchmarks/results``): each run imports the code it finds, so
+uncommitted edits in a shared checkout would leak into results (``git_commit`` in
+result.json ends in ``-dirty`` when that happens).
+
 Uses only the public API (``recsys.config.ExperimentConfig``) and CLI.
 """
 
@@ -307,6 +316,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--configs", nargs="+", default=None, help="only these config stems, e.g. sasrec-ce")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help=f"seeds (default {list(DEFAULT_SEEDS)})")
     p.add_argument("--override", nargs="+", default=[], metavar="KEY=VALUE", help="extra config overrides for every run")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per run (train.num_threads; default 1: on a shared CPU, more threads than "
+                        "free cores slows training several-fold, and one thread keeps training times comparable)")
     p.add_argument("--force", action="store_true", help="redo runs that are already complete")
     p.add_argument("--quick", action="store_true",
                    help="smoke run in minutes: LastFM, seeds 42 43, 2 epochs, into runs/benchmarks-quick/")
@@ -318,7 +330,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    overrides = list(args.override)
+    overrides = [f"train.num_threads={args.threads}", *args.override]
     datasets, seeds = args.datasets, args.seeds or list(DEFAULT_SEEDS)
     results, out, plot = args.results or RESULTS, LEADERBOARD, PLOT
     if args.quick:
