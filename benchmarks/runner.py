@@ -48,9 +48,13 @@ from pathlib import Path
 
 import yaml
 
-from recsys.config import ExperimentConfig
-
 ROOT = Path(__file__).resolve().parents[1]
+# Use the recsys of the checkout this file lives in (not whichever one is pip-installed), so the
+# config hash here and the `recsys fit` subprocesses (run with cwd=ROOT) see the same code.
+sys.path.insert(0, str(ROOT))
+
+from recsys.config import ExperimentConfig  # noqa: E402
+
 EXPERIMENTS = ROOT / "experiments"
 RESULTS = ROOT / "benchmarks" / "results"
 LEADERBOARD = ROOT / "benchmarks" / "LEADERBOARD.md"
