@@ -20,6 +20,12 @@ from recsys.errors import ConfigError
 
 DATA_FORMATS = ("s3rec", "user_item", "movielens", "csv", "parquet", "jsonl")
 SPLITS = ("loo", "temporal")
+# Names the registries in recsys.nn / recsys.baselines / recsys.training implement (a test
+# keeps them equal); listed here so a typo fails when the config loads, not mid-run.
+ENCODER_NAMES = ("sasrec", "bert4rec")
+BASELINE_NAMES = ("popularity", "recent_popularity", "transitions")
+LOSS_NAMES = ("ce", "ce_chunked", "sampled", "bce", "gbce")
+SAMPLER_NAMES = ("uniform", "popularity", "in_batch")
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,11 @@ class DataConfig:
       validation cut, if it is not after the test cut; training uses only events up to
       the validation cut. Formats without timestamps (``s3rec``, ``user_item``) carry
       positions as timestamps, so there the cut is on event position, not on time.
+
+    ``event_col`` (csv / parquet / jsonl) names an action-type column (view, cart, ...):
+    sequences then carry an action id per event (see ``recsys.data.sequences.EventVocab``).
+    ``item_attributes`` is an optional S3-Rec ``*_item2attributes.json(.gz)`` file
+    (``{"item": [attr, ...]}``), resolved like ``path``; ``null`` turns attributes off.
     """
 
     name: str = "s3rec-beauty"
@@ -65,11 +76,21 @@ class DataConfig:
     split: str = "loo"
     split_quantile: float = 0.9
     split_valid_quantile: float = 0.8
+    item_attributes: str | None = None
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Encoder shape. Field names match the encoder constructor's arguments."""
+    """Model choice and shape. Field names match the encoder constructor's arguments.
+
+    ``name``: an encoder (``ENCODER_NAMES``: ``sasrec`` causal, ``bert4rec`` bidirectional
+    with cloze training) or a baseline (``BASELINE_NAMES``, no gradient training).
+    ``use_positions: false`` drops the positional embedding (the SASRec ablation).
+    ``use_actions``: embed the action type of each position when ``data.event_col`` is
+    set (off: actions are still predicted by the next-action head, just not read).
+    ``recent_days``: window of the ``recent_popularity`` baseline, in days before the
+    last training event (needs real timestamps).
+    """
 
     name: str = "sasrec"
     dim: int = 64
@@ -77,11 +98,25 @@ class ModelConfig:
     n_heads: int = 1
     max_len: int = 50
     dropout: float = 0.2
+    use_positions: bool = True
+    use_actions: bool = True
+    recent_days: float = 7.0
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and the training loop."""
+    """Optimisation and the training loop.
+
+    ``loss`` is one of ``LOSS_NAMES`` (see ``recsys.nn.losses``): ``ce`` full softmax,
+    ``ce_chunked`` the same computed ``chunk_size`` rows at a time, ``sampled`` sampled
+    softmax over ``n_negatives`` negatives from ``sampler`` (with logQ correction if
+    ``logq_correction``), ``bce`` one uniform negative per position (original SASRec),
+    ``gbce`` gSASRec's generalised BCE with calibration ``gbce_t`` and ``n_negatives``
+    uniform negatives (Petrov & Macdonald, RecSys 2023). ``mask_prob``: cloze masking
+    rate of ``bert4rec``. With ``data.event_col`` set, ``action_loss_weight`` weights the
+    next-action loss and ``purchase_horizon`` > 0 adds a head that predicts a
+    ``purchase_event`` within the next k events, weighted by ``purchase_loss_weight``.
+    """
 
     loss: str = "ce"
     batch_size: int = 128
@@ -93,6 +128,16 @@ class TrainConfig:
     num_threads: int = 0
     deterministic: bool = True
     progress_bar: bool = True
+    n_negatives: int = 256
+    sampler: str = "uniform"
+    logq_correction: bool = True
+    gbce_t: float = 0.75
+    chunk_size: int = 1024
+    mask_prob: float = 0.2
+    action_loss_weight: float = 0.5
+    purchase_horizon: int = 0
+    purchase_event: str = "buy"
+    purchase_loss_weight: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -247,6 +292,32 @@ def _validate(cfg: ExperimentConfig) -> None:
         0.0 < cfg.data.split_valid_quantile < cfg.data.split_quantile < 1.0,
         "data.split_valid_quantile and data.split_quantile must satisfy 0 < valid < test < 1, got "
         f"{cfg.data.split_valid_quantile} and {cfg.data.split_quantile}",
+    )
+    names = ENCODER_NAMES + BASELINE_NAMES
+    need(cfg.model.name in names, f"model.name must be one of {names}, got {cfg.model.name!r}")
+    need(cfg.model.recent_days > 0, "model.recent_days must be > 0")
+    need(cfg.train.loss in LOSS_NAMES, f"train.loss must be one of {LOSS_NAMES}, got {cfg.train.loss!r}")
+    need(cfg.train.sampler in SAMPLER_NAMES, f"train.sampler must be one of {SAMPLER_NAMES}, got {cfg.train.sampler!r}")
+    need(
+        cfg.train.loss != "gbce" or cfg.train.sampler == "uniform",
+        "train.loss=gbce needs train.sampler=uniform: its calibration assumes uniform negatives",
+    )
+    need(cfg.train.n_negatives > 0 and cfg.train.chunk_size > 0, "train.n_negatives and train.chunk_size must be > 0")
+    need(0.0 <= cfg.train.gbce_t <= 1.0, "train.gbce_t must be in [0, 1]")
+    need(0.0 < cfg.train.mask_prob < 1.0, "train.mask_prob must be in (0, 1)")
+    need(
+        cfg.train.action_loss_weight >= 0 and cfg.train.purchase_loss_weight >= 0,
+        "train.action_loss_weight and train.purchase_loss_weight must be >= 0",
+    )
+    need(cfg.train.purchase_horizon >= 0, "train.purchase_horizon must be >= 0 (0 = off)")
+    need(
+        cfg.train.purchase_horizon == 0 or cfg.data.event_col is not None,
+        "train.purchase_horizon > 0 needs data.event_col (the purchase label is an action type)",
+    )
+    need(
+        not (cfg.model.name == "bert4rec" and cfg.data.event_col is not None),
+        "action tokens (data.event_col) are implemented for the causal encoder only; "
+        "set data.event_col: null to train bert4rec on this log",
     )
     need(cfg.model.dim > 0 and cfg.model.n_blocks > 0, "model.dim and model.n_blocks must be > 0")
     need(cfg.model.dim % cfg.model.n_heads == 0, "model.dim must be divisible by model.n_heads")

@@ -3,15 +3,47 @@
 Sequences are left-padded so that the most recent item is always the last column: the
 causal encoder's last output is the user state, and learned positions count back from
 the end, so trimming a batch to its longest row never changes a row's positions.
+
+Two training objectives share the windows: ``collate_train`` (next item at every
+position, SASRec) and ``collate_cloze`` (masked items, BERT4Rec). With action types
+(``EventTracks``) batches also carry the action of each input, the next action and the
+purchase-within-k label.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from recsys.data.splits import HeldOut
-from recsys.types import PAD_ID, Batch, EvalBatch
+from recsys.types import NO_LABEL, PAD_ID, Batch, EvalBatch
+
+
+@dataclass(frozen=True)
+class EventTracks:
+    """Per-event side information aligned with ``Sequences.items``.
+
+    ``purchase_cum[b] - purchase_cum[a]`` counts purchases in ``items[a:b]``;
+    ``seq_end[p]`` is one past the last event of the user that event ``p`` belongs to.
+    ``horizon``: k of "a purchase within the next k events"; 0 = no purchase labels.
+    """
+
+    events: np.ndarray  # (N,) int64 action ids 1..E
+    seq_end: np.ndarray  # (N,) int64
+    purchase_cum: np.ndarray | None = None  # (N + 1,) int64
+    horizon: int = 0
+
+    @classmethod
+    def build(cls, events: np.ndarray, offsets: np.ndarray, purchase_id: int | None, horizon: int) -> EventTracks:
+        seq_end = np.repeat(offsets[1:], np.diff(offsets)).astype(np.int64)
+        cum = None
+        if horizon > 0:
+            if purchase_id is None:
+                raise ValueError("purchase labels need the purchase action id")
+            cum = np.concatenate([[0], np.cumsum(events == purchase_id)]).astype(np.int64)
+        return cls(events.astype(np.int64), seq_end, cum, horizon)
 
 
 def gather_windows(items: np.ndarray, start: np.ndarray, end: np.ndarray, width: int) -> np.ndarray:
@@ -27,31 +59,124 @@ def gather_windows(items: np.ndarray, start: np.ndarray, end: np.ndarray, width:
     return out.astype(np.int64, copy=False)
 
 
-def collate_train(items: np.ndarray, held: HeldOut, rows: np.ndarray, max_len: int) -> Batch:
+def _window_positions(start: np.ndarray, end: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Absolute positions (B, L) of ``gather_windows``' cells and whether each is real."""
+    length = np.minimum(end - start, width)
+    L = int(length.max()) if len(length) else 0
+    idx = end[:, None] - L + np.arange(L)[None, :]
+    return idx, idx >= (end - length)[:, None]
+
+
+def _purchase_labels(tracks: EventTracks, pos: np.ndarray, real: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """Label of "a purchase among events pos+1 .. pos+k", looking no further than ``stop``
+    (exclusive, per row). 1 if a purchase is seen; 0 if the whole horizon is visible and
+    holds none; ``NO_LABEL`` if it is cut short (unknown) or the cell is padding."""
+    k, cum = tracks.horizon, tracks.purchase_cum
+    safe = np.where(real, pos, 0)
+    last = np.minimum(safe + k + 1, stop[:, None])  # exclusive end of the visible horizon
+    bought = (cum[last] - cum[np.minimum(safe + 1, last)]) > 0
+    complete = safe + k + 1 <= stop[:, None]
+    label = np.where(bought, 1.0, np.where(complete, 0.0, NO_LABEL))
+    return np.where(real, label, NO_LABEL).astype(np.float32)
+
+
+def collate_train(
+    items: np.ndarray, held: HeldOut, rows: np.ndarray, max_len: int, tracks: EventTracks | None = None
+) -> Batch:
     """Next-item training pairs for ``rows`` of a training ``HeldOut``.
 
     The window is the last ``max_len + 1`` items up to and including the final target;
     ``inputs`` drops its last column and ``targets`` its first, so ``targets[:, j]`` is
-    the item after ``inputs[:, j]``.
+    the item after ``inputs[:, j]``. With ``tracks``, the same shift gives each input's
+    action and the next action; purchase labels never look past the final target.
     """
-    window = gather_windows(items, held.start[rows], held.end[rows] + 1, max_len + 1)  # (B, L+1)
+    start, stop = held.start[rows], held.end[rows] + 1
+    window = gather_windows(items, start, stop, max_len + 1)  # (B, L+1)
     inputs = window[:, :-1]
     targets = np.where(inputs == PAD_ID, PAD_ID, window[:, 1:])
-    return Batch(inputs=torch.from_numpy(np.ascontiguousarray(inputs)), targets=torch.from_numpy(targets))
+    batch = Batch(inputs=torch.from_numpy(np.ascontiguousarray(inputs)), targets=torch.from_numpy(targets))
+    if tracks is not None:
+        ev = gather_windows(tracks.events, start, stop, max_len + 1)
+        batch["events"] = torch.from_numpy(np.ascontiguousarray(ev[:, :-1]))
+        batch["next_events"] = torch.from_numpy(np.where(inputs == PAD_ID, PAD_ID, ev[:, 1:]))
+        if tracks.horizon > 0:
+            pos, real = _window_positions(start, stop, max_len + 1)
+            labels = _purchase_labels(tracks, pos[:, :-1], real[:, :-1], stop)
+            batch["purchase"] = torch.from_numpy(np.ascontiguousarray(labels))
+    return batch
 
 
-def collate_eval(items: np.ndarray, held: HeldOut, rows: np.ndarray, max_len: int) -> EvalBatch:
-    """Histories (last ``max_len`` items before the target), targets and user indices."""
+def cloze_mask(real: torch.Tensor, mask_prob: float, generator: torch.Generator) -> torch.Tensor:
+    """Positions to hide: each real position with probability ``mask_prob``, and one
+    random real position in any row that drew none, so every row has a loss. Padding
+    is never masked. real: (B, L) bool -> (B, L) bool."""
+    masked = (torch.rand(real.shape, generator=generator) < mask_prob) & real
+    fallback = torch.rand(real.shape, generator=generator).masked_fill(~real, -1.0).argmax(dim=1)  # (B,)
+    empty = ~masked.any(dim=1) & real.any(dim=1)
+    masked[empty, fallback[empty]] = True
+    return masked
+
+
+def collate_cloze(
+    items: np.ndarray,
+    held: HeldOut,
+    rows: np.ndarray,
+    max_len: int,
+    mask_prob: float,
+    mask_token: int,
+    generator: torch.Generator,
+) -> Batch:
+    """Cloze (BERT4Rec) training rows: the last ``max_len`` items of each training sequence
+    (which ends at its final training target, so validation and test events never enter),
+    with masked positions replaced by ``mask_token`` in ``inputs`` and kept in ``targets``;
+    every other target is PAD. ``generator`` (owned by the datamodule) makes it repeatable."""
+    window = torch.from_numpy(gather_windows(items, held.start[rows], held.end[rows] + 1, max_len))  # (B, L)
+    masked = cloze_mask(window != PAD_ID, mask_prob, generator)
+    return Batch(
+        inputs=torch.where(masked, torch.full_like(window, mask_token), window),
+        targets=torch.where(masked, window, torch.full_like(window, PAD_ID)),
+    )
+
+
+def collate_eval(
+    items: np.ndarray,
+    held: HeldOut,
+    rows: np.ndarray,
+    max_len: int,
+    tracks: EventTracks | None = None,
+    mask_token: int | None = None,
+) -> EvalBatch:
+    """Histories (last ``max_len`` items before the target), targets and user indices.
+
+    With ``mask_token`` (cloze models) the history is the last ``max_len - 1`` items and a
+    [MASK] is appended in the last column, where the model predicts the held-out item.
+    With ``tracks``: input actions, the held-out event's action, and the purchase label of
+    events ``end .. end + k - 1`` as far as the user's log goes.
+    """
     start, end = held.start[rows], held.end[rows]
-    inputs = gather_windows(items, start, end, max_len)
+    width = max_len if mask_token is None else max_len - 1
+    inputs = gather_windows(items, start, end, width)
+    if mask_token is not None:
+        inputs = np.concatenate([inputs, np.full((len(rows), 1), mask_token, dtype=np.int64)], axis=1)
     seen_rows, seen_items = seen_pairs(items, start, end)
-    return EvalBatch(
+    batch = EvalBatch(
         inputs=torch.from_numpy(inputs),
         targets=torch.from_numpy(items[end].astype(np.int64)),
         users=torch.from_numpy(held.user[rows].astype(np.int64)),
         seen_rows=seen_rows,
         seen_items=seen_items,
     )
+    if tracks is not None:
+        ev = gather_windows(tracks.events, start, end, width)
+        if mask_token is not None:
+            ev = np.concatenate([ev, np.zeros((len(rows), 1), dtype=np.int64)], axis=1)
+        batch["events"] = torch.from_numpy(ev)
+        batch["next_events"] = torch.from_numpy(tracks.events[end].astype(np.int64))
+        if tracks.horizon > 0:
+            stop = np.minimum(end + tracks.horizon, tracks.seq_end[end])
+            bought = tracks.purchase_cum[stop] - tracks.purchase_cum[end] > 0
+            batch["purchase"] = torch.from_numpy(bought.astype(np.float32))
+    return batch
 
 
 def seen_pairs(items: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

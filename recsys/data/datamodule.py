@@ -2,21 +2,30 @@
 
 The only module in ``recsys.data`` that imports Lightning. Loaders hand whole index
 batches to the dataset, so collation is one vectorised call per batch, not per sample.
+Every random choice (batch order, cloze masks) comes from generators this module owns,
+seeded from ``seed``, so two runs with one seed see identical batches.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from functools import partial
+
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from recsys.config import DataConfig
-from recsys.data.collate import collate_eval, collate_train
-from recsys.data.events import EventLog, load_events
-from recsys.data.sequences import Sequences, build_sequences
+from recsys.data.collate import EventTracks, collate_cloze, collate_eval, collate_train
+from recsys.data.events import EventLog, load_events, resolve_path
+from recsys.data.sequences import EventVocab, ItemAttributes, Sequences, build_sequences, read_item_attributes
 from recsys.data.splits import HeldOut, Split, leave_one_out, temporal_split
 from recsys.data.vocab import Vocab
+
+OBJECTIVES = ("next", "cloze")
+# Formats whose "timestamps" are event positions, not times (see recsys.data.events).
+_POSITION_ONLY_FORMATS = ("s3rec", "user_item")
 
 
 class _BatchDataset(Dataset):
@@ -32,34 +41,12 @@ class _BatchDataset(Dataset):
         return self.collate(self.items, self.held, np.asarray(rows, dtype=np.int64), self.max_len)
 
 
-class LengthBucketBatchSampler(Sampler[list[int]]):
-    """Shuffled batches of similar-length sequences, so little compute goes to padding.
-
-    Each epoch: a seeded permutation of all rows is cut into windows of ``window``
-    batches; rows are sorted by length inside each window and cut into batches; the
-    batch order is then shuffled. Every row appears exactly once per epoch.
-    """
-
-    def __init__(self, lengths: np.ndarray, batch_size: int, generator: torch.Generator, window: int = 64) -> None:
-        self.lengths = np.asarray(lengths)
-        self.batch_size, self.generator, self.window = batch_size, generator, window
-
-    def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
-
-    def __iter__(self):
-        perm = torch.randperm(len(self.lengths), generator=self.generator).numpy()
-        span = self.batch_size * self.window
-        batches = []
-        for i in range(0, len(perm), span):
-            chunk = perm[i : i + span]
-            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
-            batches.extend(chunk[j : j + self.batch_size] for j in range(0, len(chunk), self.batch_size))
-        for b in torch.randperm(len(batches), generator=self.generator).tolist():
-            yield batches[b].tolist()
-
-
 class SeqDataModule(pl.LightningDataModule):
+    """``objective``: ``next`` (SASRec pairs) or ``cloze`` (BERT4Rec masking with
+    ``mask_prob``; evaluation appends a [MASK]). With ``data.event_col`` set, sequences carry
+    action ids and batches the action fields; ``purchase_horizon`` > 0 adds purchase labels
+    for the action named ``purchase_event``. ``data.item_attributes`` loads item attributes."""
+
     def __init__(
         self,
         data: DataConfig,
@@ -68,29 +55,49 @@ class SeqDataModule(pl.LightningDataModule):
         eval_batch_size: int,
         seed: int,
         vocab: Vocab | None = None,
+        objective: str = "next",
+        mask_prob: float = 0.2,
+        purchase_event: str = "buy",
+        purchase_horizon: int = 0,
+        event_vocab: EventVocab | None = None,
     ) -> None:
         super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         self.data_cfg = data
         self.max_len = max_len
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.seed = seed
         self.vocab = vocab
+        self.objective, self.mask_prob = objective, mask_prob
+        self.purchase_event, self.purchase_horizon = purchase_event, purchase_horizon
+        self.event_vocab = event_vocab
         self.events: EventLog | None = None
         self.split: Split | None = None
+        self.tracks: EventTracks | None = None
+        self.item_attributes: ItemAttributes | None = None
 
     def prepare(self) -> SeqDataModule:
         """Load and split once; idempotent. Call before building the model (it needs n_items)."""
         if self.split is None:
-            self.events = load_events(self.data_cfg)
+            cfg = self.data_cfg
+            self.events = load_events(cfg)
             if self.vocab is None:
                 self.vocab = Vocab.build(self.events.frame["item"])
-            seqs = build_sequences(self.events.frame, self.vocab)
-            if self.data_cfg.split == "temporal":
-                cfg = self.data_cfg
+            if cfg.event_col is not None and self.event_vocab is None:
+                self.event_vocab = EventVocab.build(self.events.frame["event"])
+            seqs = build_sequences(self.events.frame, self.vocab, self.event_vocab if cfg.event_col else None)
+            if cfg.split == "temporal":
                 self.split = temporal_split(seqs, cfg.split_quantile, cfg.split_valid_quantile)
             else:
                 self.split = leave_one_out(seqs)
+            if seqs.events is not None:
+                purchase_id = self.event_vocab.id(self.purchase_event) if self.purchase_horizon > 0 else None
+                self.tracks = EventTracks.build(seqs.events, seqs.offsets, purchase_id, self.purchase_horizon)
+            if cfg.item_attributes is not None:
+                path = resolve_path(dataclasses.replace(cfg, path=cfg.item_attributes))
+                self.item_attributes = read_item_attributes(path, self.vocab)
         return self
 
     def setup(self, stage: str | None = None) -> None:
@@ -101,16 +108,45 @@ class SeqDataModule(pl.LightningDataModule):
         assert self.split is not None, "call prepare() first"
         return self.split.sequences
 
+    @property
+    def has_timestamps(self) -> bool:
+        """False when the format carries event positions instead of times (s3rec,
+        user_item, or a table without ``time_col``)."""
+        return self.data_cfg.format not in _POSITION_ONLY_FORMATS and self.data_cfg.time_col is not None
+
+    def train_ranges(self) -> tuple[np.ndarray, np.ndarray]:
+        """(start, stop): user u's training events are ``items[start[u]:stop[u]]``, the
+        inputs and targets of training, never a validation or test target."""
+        held = self.split.train
+        return held.start, held.end + 1
+
+    def train_item_counts(self) -> np.ndarray:
+        """(n + 1,) occurrences of each token among the training events (index 0 = PAD = 0)."""
+        start, stop = self.train_ranges()
+        lengths = stop - start
+        positions = np.repeat(start - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
+        return np.bincount(self.sequences.items[positions], minlength=self.vocab.n_items + 1)
+
+    def _train_collate(self):
+        if self.objective == "cloze":
+            # Owned here and created per loader, so every fit starts from the same masks.
+            gen = torch.Generator().manual_seed(self.seed + 1)
+            return partial(collate_cloze, mask_prob=self.mask_prob, mask_token=self.vocab.mask_id, generator=gen)
+        return partial(collate_train, tracks=self.tracks)
+
     def _loader(self, held: HeldOut, train: bool) -> DataLoader:
         items = self.sequences.items
         if train:
+            # Plain shuffled batches. Length-bucketed batches were tried: they cut padding
+            # compute but gave each short row's tokens more weight in the loss, and cost
+            # about 12% validation NDCG@10 on S3-Rec Beauty at equal epochs.
             gen = torch.Generator().manual_seed(self.seed)
-            lengths = np.minimum(held.end - held.start, self.max_len)
-            sampler = LengthBucketBatchSampler(lengths, self.batch_size, gen)
-            dataset = _BatchDataset(collate_train, items, held, self.max_len)
+            sampler = BatchSampler(RandomSampler(range(len(held)), generator=gen), self.batch_size, drop_last=False)
+            dataset = _BatchDataset(self._train_collate(), items, held, self.max_len)
         else:
             sampler = BatchSampler(SequentialSampler(range(len(held))), self.eval_batch_size, drop_last=False)
-            dataset = _BatchDataset(collate_eval, items, held, self.max_len)
+            mask = self.vocab.mask_id if self.objective == "cloze" else None
+            dataset = _BatchDataset(partial(collate_eval, tracks=self.tracks, mask_token=mask), items, held, self.max_len)
         return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
 
     def train_dataloader(self) -> DataLoader:

@@ -1,15 +1,27 @@
-"""SASRec: item + learned position embeddings, causal self-attention blocks.
+"""SASRec / BERT4Rec: item (+ action, + attribute) + position embeddings, self-attention blocks.
 
-Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018. Inputs are
-left-padded (B, L) token ids; output is one hidden state per position (B, L, D). The
+Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018 (causal), and Sun
+et al., "BERT4Rec", CIKM 2019 (the same blocks, bidirectional, trained by cloze). Inputs
+are left-padded (B, L) token ids; output is one hidden state per position (B, L, D). The
 item table is shared with the output layer (see ``heads``).
+
+Optional parts exist only when switched on, so a plain SASRec keeps its state_dict keys:
+
+- ``use_positions=False``: no positional embedding (the ablation);
+- ``n_events > 0``: an action-type table, added at every position (``forward(inputs, events)``);
+- ``item_attributes``: a mean-pooled bag of categorical attributes per item, added to the
+  item's embedding in the input *and* in the tied output table, so an item is scored
+  with the same vector it is read with. Items without attributes get a zero bag.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recsys.config import ModelConfig
@@ -27,23 +39,54 @@ class SASRecEncoder(nn.Module):
         max_len: int = 50,
         dropout: float = 0.2,
         causal: bool = True,
+        use_positions: bool = True,
+        n_events: int = 0,
+        item_attributes: Sequence[Sequence[int]] | None = None,
     ) -> None:
+        """``n_events``: action types 1..E (0 = padding), 0 = no action embedding.
+        ``item_attributes[i]``: attribute ids (>= 1) of item token ``i + 1``, one entry per
+        item 1..n; ``None`` = no attribute embedding."""
         super().__init__()
         self.n_items, self.dim, self.max_len, self.causal = n_items, dim, max_len, causal
         self.item_emb = nn.Embedding(n_items + 2, dim, padding_idx=PAD_ID)  # PAD, items, MASK
-        self.pos_emb = nn.Embedding(max_len, dim)
+        self.pos_emb = nn.Embedding(max_len, dim) if use_positions else None
         self.emb_drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(dim, n_heads, dropout) for _ in range(n_blocks))
         self.ln_f = nn.LayerNorm(dim)
+        self.event_emb = nn.Embedding(n_events + 1, dim, padding_idx=PAD_ID) if n_events > 0 else None
+        self.attr_emb = None
+        if item_attributes is not None:
+            if len(item_attributes) != n_items:
+                raise ValueError(f"item_attributes has {len(item_attributes)} entries for {n_items} items")
+            # CSR over all tokens 0..n+1: PAD and MASK have empty bags.
+            bags = [[], *item_attributes, []]
+            lengths = torch.tensor([len(b) for b in bags], dtype=torch.int64)
+            ids = torch.tensor([a for b in bags for a in b], dtype=torch.int64)
+            if len(ids) and ids.min() < 1:
+                raise ValueError("attribute ids must be >= 1 (0 is reserved)")
+            n_attrs = int(ids.max()) if len(ids) else 0
+            self.register_buffer("attr_ids", ids)
+            self.register_buffer("attr_offsets", torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)]))
+            self.attr_emb = nn.EmbeddingBag(n_attrs + 1, dim, mode="mean", include_last_offset=True)
         self.apply(self._init)
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, n_items: int) -> SASRecEncoder:
-        return cls(n_items, cfg.dim, cfg.n_blocks, cfg.n_heads, cfg.max_len, cfg.dropout)
+    def from_config(
+        cls,
+        cfg: ModelConfig,
+        n_items: int,
+        causal: bool = True,
+        n_events: int = 0,
+        item_attributes: Sequence[Sequence[int]] | None = None,
+    ) -> SASRecEncoder:
+        return cls(
+            n_items, cfg.dim, cfg.n_blocks, cfg.n_heads, cfg.max_len, cfg.dropout,
+            causal=causal, use_positions=cfg.use_positions, n_events=n_events, item_attributes=item_attributes,
+        )
 
     @staticmethod
     def _init(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
+        if isinstance(module, (nn.Linear, nn.Embedding, nn.EmbeddingBag)):
             nn.init.trunc_normal_(module.weight, std=0.02, a=-0.04, b=0.04)
             if isinstance(module, nn.Embedding) and module.padding_idx is not None:
                 with torch.no_grad():
@@ -64,14 +107,32 @@ class SASRecEncoder(nn.Module):
             keep = keep & torch.ones(L, L, dtype=torch.bool, device=inputs.device).tril()
         return keep | torch.eye(L, dtype=torch.bool, device=inputs.device)
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+    def token_table(self) -> torch.Tensor:
+        """Embedding of every token 0..n+1 (PAD, items, MASK): the item row plus, with
+        attributes on, the mean of the item's attribute embeddings. (V + 1, D)."""
+        if self.attr_emb is None:
+            return self.item_emb.weight
+        return self.item_emb.weight + self.attr_emb(self.attr_ids, self.attr_offsets)
+
+    def forward(self, inputs: torch.Tensor, events: torch.Tensor | None = None) -> torch.Tensor:
+        """inputs: (B, L) token ids; events: (B, L) action ids, needed iff ``n_events > 0``."""
         B, L = inputs.shape
         if L > self.max_len:
             raise ValueError(f"sequence length {L} exceeds max_len {self.max_len}")
-        # Left padding: the last column is the newest item, so positions count back from
-        # the end and a row's positions do not depend on how long its batch-mates are.
-        positions = torch.arange(self.max_len - L, self.max_len, device=inputs.device)  # (L,)
-        x = self.item_emb(inputs) * math.sqrt(self.dim) + self.pos_emb(positions)  # (B, L, D)
+        if self.attr_emb is None:
+            x = self.item_emb(inputs)  # (B, L, D)
+        else:
+            x = F.embedding(inputs, self.token_table())  # (B, L, D)
+        if self.event_emb is not None:
+            if events is None or events.shape != inputs.shape:
+                raise ValueError("this encoder embeds action types: pass events with the shape of inputs")
+            x = x + self.event_emb(events)
+        x = x * math.sqrt(self.dim)
+        if self.pos_emb is not None:
+            # Left padding: the last column is the newest item, so positions count back from
+            # the end and a row's positions do not depend on how long its batch-mates are.
+            positions = torch.arange(self.max_len - L, self.max_len, device=inputs.device)  # (L,)
+            x = x + self.pos_emb(positions)  # (B, L, D)
         x = self.emb_drop(x * (inputs != PAD_ID).unsqueeze(-1))
         mask = self.attention_mask(inputs)
         for block in self.blocks:
@@ -80,13 +141,35 @@ class SASRecEncoder(nn.Module):
 
     def item_weights(self) -> torch.Tensor:
         """Output embeddings of the real items 1..n (tied to the input table)."""
-        return self.item_emb.weight[1 : self.n_items + 1]  # (V-1, D)
+        return self.token_table()[1 : self.n_items + 1]  # (V-1, D)
 
 
-ENCODERS: dict[str, type[nn.Module]] = {"sasrec": SASRecEncoder}
+@dataclass(frozen=True)
+class EncoderSpec:
+    """A ``model.name`` entry: how attention is masked and how the encoder is trained.
+
+    ``objective``: ``next`` (targets are the next item at every position) or ``cloze``
+    (random positions are replaced by [MASK] and predicted; at inference a [MASK] is
+    appended after the history and its output is the user state).
+    """
+
+    causal: bool
+    objective: str
 
 
-def build_encoder(cfg: ModelConfig, n_items: int) -> nn.Module:
+ENCODERS: dict[str, EncoderSpec] = {
+    "sasrec": EncoderSpec(causal=True, objective="next"),
+    "bert4rec": EncoderSpec(causal=False, objective="cloze"),
+}
+
+
+def build_encoder(
+    cfg: ModelConfig,
+    n_items: int,
+    n_events: int = 0,
+    item_attributes: Sequence[Sequence[int]] | None = None,
+) -> SASRecEncoder:
     if cfg.name not in ENCODERS:
         raise ValueError(f"unknown model {cfg.name!r}; choose from {sorted(ENCODERS)}")
-    return ENCODERS[cfg.name].from_config(cfg, n_items)
+    spec = ENCODERS[cfg.name]
+    return SASRecEncoder.from_config(cfg, n_items, causal=spec.causal, n_events=n_events, item_attributes=item_attributes)

@@ -1,8 +1,9 @@
-"""Hidden states -> item scores over the full catalogue."""
+"""Hidden states -> item scores over the full catalogue, and the action-type heads."""
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 def score_items(user_state: torch.Tensor, item_weights: torch.Tensor) -> torch.Tensor:
@@ -18,3 +19,22 @@ def score_items(user_state: torch.Tensor, item_weights: torch.Tensor) -> torch.T
 def last_state(hidden: torch.Tensor) -> torch.Tensor:
     """Left-padded inputs put the newest position last: (B, L, D) -> (B, D)."""
     return hidden[:, -1]
+
+
+class ActionHeads(nn.Module):
+    """Multi-task heads on the encoder's hidden states, for logs with action types.
+
+    ``action``: logits over the E action types of the *next* event (id c + 1 is column c).
+    ``purchase`` (optional): one logit, "a purchase happens within the next k events",
+    a conversion signal; k is a property of the labels, not of the head.
+    """
+
+    def __init__(self, dim: int, n_events: int, purchase: bool = False) -> None:
+        super().__init__()
+        self.action = nn.Linear(dim, n_events)
+        self.purchase = nn.Linear(dim, 1) if purchase else None
+
+    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden: (..., D) -> action logits (..., E) and purchase logits (...) or None."""
+        purchase = self.purchase(hidden).squeeze(-1) if self.purchase is not None else None
+        return self.action(hidden), purchase

@@ -1,11 +1,26 @@
-"""Training losses as pure functions of hidden states, item weights and targets."""
+"""Training losses as pure functions of hidden states, item weights, targets (and negatives).
+
+Every item loss takes ``hidden`` (B, L, D), ``item_weights`` (n, D) for items 1..n and
+``targets`` (B, L) with ``PAD_ID`` = no loss at that position, and averages over the
+positions that have a target. Losses that need negatives take them as a tensor of token
+ids (1..n) and never sample: sampling is seeded and lives in the training layer.
+``negatives`` is either (K,), shared by every position of the batch, or (B, L, K), one set
+per position. A negative equal to its position's target (an "accidental hit") is dropped.
+
+``LOSSES`` is the registry ``train.loss`` picks from; ``LossSpec`` says what each entry
+needs from the training layer (how many negatives, which config options).
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from recsys.types import PAD_ID
+from recsys.types import NO_LABEL, PAD_ID
 
 # Rows of the (N, V) logit matrix processed at a time by the element-wise softmax
 # passes: a block of this many rows stays in cache, where a pass over all N rows would
@@ -63,4 +78,187 @@ def full_ce_reference(hidden: torch.Tensor, item_weights: torch.Tensor, targets:
     return F.cross_entropy(hidden[keep] @ item_weights.T, targets[keep] - 1)
 
 
-LOSSES = {"ce": full_ce}
+class _ChunkedSoftmaxCE(torch.autograd.Function):
+    """Full softmax CE that never holds more than ``chunk`` rows of logits at once.
+
+    Forward keeps only the per-row log-sum-exp; backward recomputes each chunk's logits
+    (one extra matmul) instead of storing the (N, V) matrix. Peak extra memory is
+    ``chunk * V`` floats however many positions the batch has.
+    """
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, w: torch.Tensor, t: torch.Tensor, chunk: int) -> torch.Tensor:
+        n = h.shape[0]
+        lse = torch.empty(n, dtype=h.dtype)
+        target_logit = (h * w[t]).sum(dim=1)  # (N,)
+        for i in range(0, n, chunk):
+            lse[i : i + chunk] = torch.logsumexp(h[i : i + chunk] @ w.T, dim=1)  # (chunk, V) -> (chunk,)
+        ctx.save_for_backward(h, w, t, lse)
+        ctx.chunk = chunk
+        return (lse - target_logit).mean()
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        h, w, t, lse = ctx.saved_tensors
+        n, chunk = h.shape[0], ctx.chunk
+        scale = grad_out / n
+        grad_h = torch.empty_like(h)
+        grad_w = torch.zeros_like(w)
+        for i in range(0, n, chunk):
+            hc = h[i : i + chunk]
+            g = hc @ w.T  # (chunk, V), recomputed
+            g.sub_(lse[i : i + chunk, None]).exp_()  # softmax
+            g[torch.arange(hc.shape[0]), t[i : i + chunk]] -= 1.0
+            g.mul_(scale)
+            grad_h[i : i + chunk] = g @ w
+            grad_w.addmm_(g.T, hc)
+        return grad_h, grad_w, None, None
+
+
+def chunked_ce(
+    hidden: torch.Tensor, item_weights: torch.Tensor, targets: torch.Tensor, chunk_size: int = 1024
+) -> torch.Tensor:
+    """``full_ce`` for catalogues too large to hold (B*L) x V logits: at most
+    ``chunk_size`` x V logits exist at a time, in forward and in backward."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    keep = targets != PAD_ID
+    return _ChunkedSoftmaxCE.apply(hidden[keep], item_weights, targets[keep] - 1, chunk_size)
+
+
+def _pos_neg_scores(
+    hidden: torch.Tensor, item_weights: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scores of each kept position's target (N,) and negatives (N, K), the negatives' ids
+    (N, K) and a (N, K) mask of accidental hits (negative == target)."""
+    keep = targets != PAD_ID  # (B, L)
+    h = hidden[keep]  # (N, D)
+    t = targets[keep]  # (N,)
+    pos = (h * item_weights[t - 1]).sum(dim=1)  # (N,)
+    if negatives.ndim == 1:  # shared by all positions: one (N, D) x (D, K) matmul
+        neg = h @ item_weights[negatives - 1].T  # (N, K)
+        neg_ids = negatives.expand(h.shape[0], -1)  # (N, K)
+    elif negatives.ndim == 3 and negatives.shape[:2] == targets.shape:
+        neg_ids = negatives[keep]  # (N, K)
+        neg = torch.einsum("nd,nkd->nk", h, item_weights[neg_ids - 1])  # (N, K)
+    else:
+        raise ValueError(f"negatives must be (K,) or (B, L, K) with (B, L) = {tuple(targets.shape)}")
+    return pos, neg, neg_ids, neg_ids == t[:, None]
+
+
+def sampled_softmax(
+    hidden: torch.Tensor,
+    item_weights: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: torch.Tensor,
+    log_q: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Softmax cross-entropy over the target and K sampled negatives.
+
+    With ``log_q`` (log-probability that one draw of the sampler returns each negative,
+    same shape as ``negatives``) each negative logit becomes ``s - log(K q)``: the
+    importance weight that makes ``sum_j exp(s_j) / (K q_j)`` an unbiased estimate of the
+    partition function over the catalogue (Bengio & Senecal 2008; Jean et al. 2015). The
+    target keeps its raw logit. Without it, a popular sampler over-penalises popular items
+    (Yi et al., RecSys 2019, on the "logQ correction").
+    """
+    pos, neg, _, hit = _pos_neg_scores(hidden, item_weights, targets, negatives)
+    if log_q is not None:
+        lq = log_q if log_q.ndim == 1 else log_q[targets != PAD_ID]
+        neg = neg - (lq + math.log(neg.shape[1]))  # broadcasts (K,) or (N, K)
+    neg = neg.masked_fill(hit, float("-inf"))
+    logits = torch.cat([pos[:, None], neg], dim=1)  # (N, 1 + K); the target is column 0
+    return -F.log_softmax(logits, dim=1)[:, 0].mean()
+
+
+def bce(
+    hidden: torch.Tensor, item_weights: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor
+) -> torch.Tensor:
+    """Binary cross-entropy, target vs negatives: ``-log s(s+) - sum_k log(1 - s(s_k))``
+    per position, averaged over positions. With one uniform negative per position this is
+    the original SASRec loss (Kang & McAuley, ICDM 2018)."""
+    pos, neg, _, hit = _pos_neg_scores(hidden, item_weights, targets, negatives)
+    neg_term = F.softplus(neg).masked_fill(hit, 0.0).sum(dim=1)  # -log(1 - sigmoid(s)) = softplus(s)
+    return (F.softplus(-pos) + neg_term).mean()  # -log sigmoid(s) = softplus(-s)
+
+
+def gbce_beta(t: float, n_negatives: int, n_items: int) -> float:
+    """gSASRec's calibration exponent: ``beta = alpha (t (1 - 1/alpha) + 1/alpha)`` with
+    sampling rate ``alpha = K / (n - 1)`` (Petrov & Macdonald, RecSys 2023).
+    ``t = 0`` gives beta = 1 (plain BCE); ``t = 1`` gives beta = alpha."""
+    alpha = n_negatives / (n_items - 1)
+    return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+
+
+def gbce(
+    hidden: torch.Tensor,
+    item_weights: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: torch.Tensor,
+    t: float = 0.75,
+) -> torch.Tensor:
+    """Generalised BCE of gSASRec (Petrov & Macdonald, "gSASRec: Reducing Overconfidence
+    in Sequential Recommendation Trained with Negative Sampling", RecSys 2023).
+
+    The positive probability is raised to the power ``beta = gbce_beta(t, K, n)``, which
+    counteracts the overconfidence that training on K uniform negatives out of n - 1
+    induces: per position ``-(beta log s(s+) + sum_k log(1 - s(s_k))) / (K + 1)``, the mean
+    over the K + 1 scored items, as in the paper and its reference code. ``-beta log s(s+)`` equals the
+    reference code's BCE on the transformed logit ``log(1 / (s(s+)^-beta - 1))`` but needs
+    no clamping. Negatives are meant to be uniform (the calibration assumes it).
+    """
+    k = negatives.shape[-1]
+    beta = gbce_beta(t, k, item_weights.shape[0])
+    pos, neg, _, hit = _pos_neg_scores(hidden, item_weights, targets, negatives)
+    neg_term = F.softplus(neg).masked_fill(hit, 0.0).sum(dim=1)
+    return ((beta * F.softplus(-pos) + neg_term) / (k + 1)).mean()
+
+
+# ---- auxiliary heads ----------------------------------------------------------------------
+
+
+def action_ce(logits: torch.Tensor, next_events: torch.Tensor) -> torch.Tensor:
+    """Next-action cross-entropy. logits: (..., E) over action ids 1..E; next_events: (...)
+    with 0 = no next action (padding). Returns 0 when no position has a label."""
+    keep = next_events != PAD_ID
+    if not keep.any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[keep], next_events[keep] - 1)
+
+
+def purchase_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """BCE of the purchase-within-horizon head. labels: 1 / 0, ``NO_LABEL`` = skip."""
+    keep = labels != NO_LABEL
+    if not keep.any():
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits[keep], labels[keep].to(logits.dtype))
+
+
+# ---- registry ---------------------------------------------------------------------------
+
+NEGATIVES_NONE, NEGATIVES_ONE, NEGATIVES_SHARED = "none", "one", "shared"
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """One ``train.loss`` entry.
+
+    ``negatives``: ``none``; ``one`` per position, (B, L, 1); or ``shared``,
+    ``train.n_negatives`` of them per batch, (K,). ``options`` maps a keyword argument of
+    ``fn`` to the ``TrainConfig`` field that sets it. ``log_q``: ``fn`` takes the
+    sampler's log-probabilities (when ``train.logq_correction`` is on).
+    """
+
+    fn: Callable[..., torch.Tensor]
+    negatives: str = NEGATIVES_NONE
+    options: Mapping[str, str] = field(default_factory=dict)
+    log_q: bool = False
+
+
+LOSSES: dict[str, LossSpec] = {
+    "ce": LossSpec(full_ce),
+    "ce_chunked": LossSpec(chunked_ce, options={"chunk_size": "chunk_size"}),
+    "sampled": LossSpec(sampled_softmax, NEGATIVES_SHARED, log_q=True),
+    "bce": LossSpec(bce, NEGATIVES_ONE),
+    "gbce": LossSpec(gbce, NEGATIVES_SHARED, options={"t": "gbce_t"}),
+}

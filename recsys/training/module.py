@@ -1,55 +1,46 @@
-"""A thin LightningModule: wraps a plain-torch encoder, picks the loss, logs metrics.
+"""Thin LightningModules: wrap a plain-torch encoder (or a baseline), pick the loss, log metrics.
 
-All model maths lives in ``recsys.nn``; all ranking maths in ``recsys.eval``. Validation
-and test share one code path (``_eval_step``) and differ only in the stage name.
+All model maths lives in ``recsys.nn``; all ranking maths in ``recsys.eval``. Every model,
+neural or baseline, is evaluated by ``RankingModule``: validation and test share one
+code path (``_eval_step``) and differ only in the stage name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from recsys.baselines.base import Baseline
+from recsys.eval.actions import next_action_metrics, purchase_metrics
 from recsys.eval.metrics import summarise
 from recsys.eval.ranking import mask_seen, target_ranks
-from recsys.nn.heads import last_state, score_items
-from recsys.nn.losses import LOSSES
+from recsys.nn.heads import ActionHeads, last_state, score_items
+from recsys.nn.losses import LOSSES, NEGATIVES_NONE, NEGATIVES_ONE, action_ce, purchase_bce
+from recsys.training.negatives import NegativeSampler
 from recsys.types import Batch, EvalBatch
 
 
-class SeqRecModule(pl.LightningModule):
-    def __init__(
-        self,
-        encoder: torch.nn.Module,
-        loss: str = "ce",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        ks: tuple[int, ...] = (1, 5, 10, 20),
-        exclude_seen: bool = False,
-    ) -> None:
+class RankingModule(pl.LightningModule):
+    """Full-catalogue evaluation shared by every model: subclasses give ``_eval_scores``."""
+
+    def __init__(self, ks: tuple[int, ...] = (1, 5, 10, 20), exclude_seen: bool = False) -> None:
         super().__init__()
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; choose from {sorted(LOSSES)}")
-        self.encoder = encoder
-        self.loss_fn = LOSSES[loss]
-        self.lr, self.weight_decay = lr, weight_decay
         self.ks, self.exclude_seen = tuple(ks), exclude_seen
         self._ranks: list[torch.Tensor] = []
         self.last_metrics: dict[str, dict[str, float]] = {}
         self.last_ranks: dict[str, torch.Tensor] = {}  # per-user ranks, in user order
         self.val_history: list[tuple[int, dict[str, float]]] = []
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        hidden = self.encoder(batch["inputs"])  # (B, L, D)
-        loss = self.loss_fn(hidden, self.encoder.item_weights(), batch["targets"])
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch["inputs"].shape[0])
-        return loss
-
-    def score(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Full-catalogue scores (B, V) for left-padded histories."""
-        return score_items(last_state(self.encoder(inputs)), self.encoder.item_weights())
+    def _eval_scores(self, batch: EvalBatch) -> torch.Tensor:
+        """(B, V) scores of every token for each history; column PAD is -inf."""
+        raise NotImplementedError
 
     def _eval_step(self, batch: EvalBatch) -> None:
-        scores = self.score(batch["inputs"])  # (B, V)
+        scores = self._eval_scores(batch)  # (B, V)
         if self.exclude_seen:
             scores = mask_seen(scores, batch["seen_rows"], batch["seen_items"])
         self._ranks.append(target_ranks(scores, batch["targets"]))
@@ -79,5 +70,122 @@ class SeqRecModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_end("test")
 
+
+class SeqRecModule(RankingModule):
+    """A trained encoder. ``loss`` names a ``recsys.nn.losses.LOSSES`` entry; ``loss_options``
+    are its keyword options (e.g. ``chunk_size``); losses that need negatives draw them
+    from ``sampler`` (``n_negatives`` shared per batch, or one per position).
+
+    ``heads`` (logs with action types): next-action CE weighted by ``action_loss_weight``
+    and, if the heads have one, purchase-within-k BCE weighted by ``purchase_loss_weight``.
+    """
+
+    def __init__(
+        self,
+        encoder: torch.nn.Module,
+        loss: str = "ce",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        ks: tuple[int, ...] = (1, 5, 10, 20),
+        exclude_seen: bool = False,
+        loss_options: Mapping[str, Any] | None = None,
+        sampler: NegativeSampler | None = None,
+        n_negatives: int = 256,
+        logq_correction: bool = True,
+        heads: ActionHeads | None = None,
+        action_loss_weight: float = 0.5,
+        purchase_loss_weight: float = 0.5,
+        event_names: Sequence[str] = (),
+    ) -> None:
+        super().__init__(ks, exclude_seen)
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose from {sorted(LOSSES)}")
+        self.encoder = encoder
+        self.loss_spec = LOSSES[loss]
+        if self.loss_spec.negatives != NEGATIVES_NONE and sampler is None:
+            raise ValueError(f"loss {loss!r} needs a negative sampler")
+        self.loss_options = dict(loss_options or {})
+        self.sampler, self.n_negatives, self.logq_correction = sampler, n_negatives, logq_correction
+        self.lr, self.weight_decay = lr, weight_decay
+        self.heads = heads  # registered (and in the state_dict) only when the log has actions
+        self.action_loss_weight, self.purchase_loss_weight = action_loss_weight, purchase_loss_weight
+        self.event_names = tuple(event_names)
+        self._actions: list[dict[str, torch.Tensor]] = []
+        self.last_action_outputs: dict[str, dict[str, np.ndarray]] = {}
+        self.last_action_metrics: dict[str, dict] = {}
+
+    # ---- training -------------------------------------------------------------------
+    def _item_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        spec, kwargs = self.loss_spec, dict(self.loss_options)
+        if spec.negatives != NEGATIVES_NONE:
+            shape = (*targets.shape, 1) if spec.negatives == NEGATIVES_ONE else (self.n_negatives,)
+            negatives, log_q = self.sampler(targets, shape)
+            kwargs["negatives"] = negatives
+            if spec.log_q and self.logq_correction:
+                kwargs["log_q"] = log_q
+        return spec.fn(hidden, self.encoder.item_weights(), targets, **kwargs)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        B = batch["inputs"].shape[0]
+        hidden = self.encoder(batch["inputs"], batch.get("events"))  # (B, L, D)
+        loss = self._item_loss(hidden, batch["targets"])
+        if self.heads is not None:
+            self.log("train/item_loss", loss, on_step=False, on_epoch=True, batch_size=B)
+            action_logits, purchase_logits = self.heads(hidden)  # (B, L, E), (B, L) | None
+            action = action_ce(action_logits, batch["next_events"])
+            self.log("train/action_loss", action, on_step=False, on_epoch=True, batch_size=B)
+            loss = loss + self.action_loss_weight * action
+            if purchase_logits is not None:
+                purchase = purchase_bce(purchase_logits, batch["purchase"])
+                self.log("train/purchase_loss", purchase, on_step=False, on_epoch=True, batch_size=B)
+                loss = loss + self.purchase_loss_weight * purchase
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=B)
+        return loss
+
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+    # ---- evaluation -----------------------------------------------------------------
+    def score(self, inputs: torch.Tensor, events: torch.Tensor | None = None) -> torch.Tensor:
+        """Full-catalogue scores (B, V) for left-padded histories."""
+        return score_items(last_state(self.encoder(inputs, events)), self.encoder.item_weights())
+
+    def _eval_scores(self, batch: EvalBatch) -> torch.Tensor:
+        state = last_state(self.encoder(batch["inputs"], batch.get("events")))  # (B, D)
+        if self.heads is not None:
+            action_logits, purchase_logits = self.heads(state)
+            out = {
+                "probs": action_logits.softmax(dim=-1),
+                "targets": batch["next_events"] - 1,
+                "last": batch["events"][:, -1] - 1,
+            }
+            if purchase_logits is not None:
+                out["purchase_prob"] = purchase_logits.sigmoid()
+                out["purchase_label"] = batch["purchase"]
+            self._actions.append(out)
+        return score_items(state, self.encoder.item_weights())
+
+    def _eval_end(self, stage: str) -> None:
+        super()._eval_end(stage)
+        if not self._actions:
+            return
+        outputs = {k: torch.cat([a[k] for a in self._actions]).numpy() for k in self._actions[0]}
+        self._actions.clear()
+        metrics = {"next_action": next_action_metrics(outputs["probs"], outputs["targets"], self.event_names)}
+        if "purchase_prob" in outputs:
+            metrics["purchase"] = purchase_metrics(outputs["purchase_prob"], outputs["purchase_label"])
+        self.last_action_outputs[stage] = outputs
+        self.last_action_metrics[stage] = metrics
+        self.log(f"{stage}/action_accuracy", metrics["next_action"]["accuracy"])
+        self.log(f"{stage}/action_macro_f1", metrics["next_action"]["macro_f1"])
+
+
+class BaselineModule(RankingModule):
+    """A fitted baseline behind the same evaluation path; it has nothing to train."""
+
+    def __init__(self, baseline: Baseline, ks: tuple[int, ...] = (1, 5, 10, 20), exclude_seen: bool = False) -> None:
+        super().__init__(ks, exclude_seen)
+        self.baseline = baseline
+
+    def _eval_scores(self, batch: EvalBatch) -> torch.Tensor:
+        return self.baseline.score(batch["inputs"])

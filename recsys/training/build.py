@@ -1,0 +1,136 @@
+"""Config -> datamodule and module, for neural models and baselines alike.
+
+``run.fit`` / ``run.evaluate`` call these so that a run directory is written the same way
+whatever the model: the registries (``recsys.nn.encoder.ENCODERS``, ``LOSSES``,
+``recsys.baselines.registry.BASELINES``) decide what is built, not if-chains here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from recsys.baselines.actions import (
+    action_markov,
+    action_pairs,
+    majority_class,
+    purchase_rate_by_last_action,
+    repeat_last,
+)
+from recsys.baselines.base import TrainingEvents
+from recsys.baselines.registry import BASELINES, build_baseline
+from recsys.config import ExperimentConfig
+from recsys.data.collate import collate_train
+from recsys.data.datamodule import SeqDataModule
+from recsys.data.sequences import EventVocab
+from recsys.data.vocab import Vocab
+from recsys.eval.actions import next_action_metrics, purchase_metrics
+from recsys.nn.encoder import ENCODERS, build_encoder
+from recsys.nn.heads import ActionHeads
+from recsys.nn.losses import LOSSES, NEGATIVES_NONE
+from recsys.training.module import BaselineModule, RankingModule, SeqRecModule
+from recsys.training.negatives import NegativeSampler
+from recsys.types import NO_LABEL
+
+
+def is_baseline(cfg: ExperimentConfig) -> bool:
+    return cfg.model.name in BASELINES
+
+
+def build_datamodule(
+    cfg: ExperimentConfig, vocab: Vocab | None = None, event_vocab: EventVocab | None = None
+) -> SeqDataModule:
+    objective = ENCODERS[cfg.model.name].objective if cfg.model.name in ENCODERS else "next"
+    return SeqDataModule(
+        cfg.data, cfg.model.max_len, cfg.train.batch_size, cfg.eval.batch_size, cfg.seed, vocab=vocab,
+        objective=objective, mask_prob=cfg.train.mask_prob, purchase_event=cfg.train.purchase_event,
+        purchase_horizon=cfg.train.purchase_horizon, event_vocab=event_vocab,
+    ).prepare()
+
+
+def training_events(dm: SeqDataModule) -> TrainingEvents:
+    start, stop = dm.train_ranges()
+    seqs = dm.sequences
+    return TrainingEvents(seqs.items, start, stop, dm.vocab.n_items, seqs.timestamps if dm.has_timestamps else None)
+
+
+def build_module(cfg: ExperimentConfig, dm: SeqDataModule) -> RankingModule:
+    """A fitted ``BaselineModule`` for baseline names, else an untrained ``SeqRecModule``."""
+    if is_baseline(cfg):
+        baseline = build_baseline(cfg.model).fit(training_events(dm))
+        return BaselineModule(baseline, ks=cfg.eval.ks, exclude_seen=cfg.eval.exclude_seen)
+    n_items, t = dm.vocab.n_items, cfg.train
+    n_events = dm.event_vocab.n_events if dm.tracks is not None else 0
+    attributes = dm.item_attributes.per_item if dm.item_attributes is not None else None
+    encoder = build_encoder(cfg.model, n_items, n_events=n_events if cfg.model.use_actions else 0,
+                            item_attributes=attributes)
+    spec = LOSSES[t.loss]
+    sampler = None
+    if spec.negatives != NEGATIVES_NONE:
+        counts = torch.from_numpy(dm.train_item_counts()) if t.sampler == "popularity" else None
+        sampler = NegativeSampler(t.sampler, n_items, seed=cfg.seed, item_counts=counts)
+    heads = ActionHeads(cfg.model.dim, n_events, purchase=t.purchase_horizon > 0) if n_events else None
+    return SeqRecModule(
+        encoder,
+        loss=t.loss,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        ks=cfg.eval.ks,
+        exclude_seen=cfg.eval.exclude_seen,
+        loss_options={arg: getattr(t, name) for arg, name in spec.options.items()},
+        sampler=sampler,
+        n_negatives=t.n_negatives,
+        logq_correction=t.logq_correction,
+        heads=heads,
+        action_loss_weight=t.action_loss_weight,
+        purchase_loss_weight=t.purchase_loss_weight,
+        event_names=dm.event_vocab.names if n_events else (),
+    )
+
+
+def action_report(module: RankingModule, dm: SeqDataModule) -> dict | None:
+    """Next-action (and purchase) metrics of the model on valid/test, beside baselines
+    fitted on training pairs: majority class, repeat-last-action, and a first-order
+    action Markov chain; for purchases the base rate and the rate given the last action."""
+    outputs = getattr(module, "last_action_outputs", {})
+    if not outputs:
+        return None
+    names, n_events = dm.event_vocab.names, dm.event_vocab.n_events
+    events = dm.sequences.events
+    start, stop = dm.train_ranges()
+    now, nxt = action_pairs(events, start, stop)
+    report: dict = {"actions": list(names), "purchase_horizon": dm.purchase_horizon}
+    train_purchase = _training_purchase_labels(dm) if dm.purchase_horizon > 0 else None
+    for stage, key in (("val", "valid"), ("test", "test")):
+        out = outputs[stage]
+        last = out["last"] + 1
+        models = {
+            "model": out["probs"],
+            "majority_class": majority_class(nxt, n_events, len(last)),
+            "repeat_last_action": repeat_last(last, n_events),
+            "action_markov": action_markov(now, nxt, last, n_events),
+        }
+        section = {"next_action": {k: next_action_metrics(p, out["targets"], names) for k, p in models.items()}}
+        if "purchase_prob" in out:
+            labels = out["purchase_label"]
+            t_last, t_label = train_purchase
+            base_rate = np.full(len(labels), t_label.mean())
+            section["purchase"] = {
+                "model": purchase_metrics(out["purchase_prob"], labels),
+                "base_rate": purchase_metrics(base_rate, labels),
+                "rate_given_last_action": purchase_metrics(
+                    purchase_rate_by_last_action(t_last, t_label, last, n_events), labels
+                ),
+            }
+        report[key] = section
+    return report
+
+
+def _training_purchase_labels(dm: SeqDataModule) -> tuple[np.ndarray, np.ndarray]:
+    """(action, purchase label) of every labelled training position (via the training collate)."""
+    held = dm.split.train
+    width = int((held.end - held.start).max()) + 1  # whole histories, not the model's window
+    batch = collate_train(dm.sequences.items, held, np.arange(len(held)), width, tracks=dm.tracks)
+    labels = batch["purchase"].numpy()
+    keep = labels != NO_LABEL
+    return batch["events"].numpy()[keep], labels[keep]
