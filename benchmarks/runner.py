@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recsys.config import ExperimentConfig  # noqa: E402
+from recsys.report.results import EXCLUDED_DATASETS  # noqa: E402
 
 EXPERIMENTS = ROOT / "experiments"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -61,8 +62,6 @@ LEADERBOARD = ROOT / "benchmarks" / "LEADERBOARD.md"
 PLOT = ROOT / "benchmarks" / "leaderboard.png"
 QUICK_ROOT = ROOT / "runs" / "benchmarks-quick"
 DEFAULT_SEEDS = (42, 43, 44)  # 42 is the seed in every frozen config, so seed 42 reproduces it as written
-# Not leaderboard datasets: the Taobao file is a development sample (814 users), not a benchmark.
-EXCLUDED_DATASETS = frozenset({"taobao-sample"})
 QUICK = {
     "datasets": ("s3rec-lastfm",),
     "seeds": (42, 43),

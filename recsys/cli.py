@@ -98,6 +98,16 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _leaderboard(args: argparse.Namespace) -> int:
+    from recsys.report.leaderboard import write_leaderboard
+
+    written = write_leaderboard(args.results, args.experiments, args.out, None if args.no_plot else args.plot,
+                                metric=args.metric, refresh_cards=args.refresh_cards)
+    print(f"wrote {written.markdown} ({written.rows} rows, {written.with_results} with results, {written.runs} runs)"
+          + (f" and {written.plot}" if written.plot else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description="Sequential recommendation experiments.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=_serve)
+    p = sub.add_parser("leaderboard", help="render benchmarks/LEADERBOARD.md and its plot from benchmark results")
+    p.add_argument("--results", type=Path, default=Path("benchmarks/results"), help="folder the runner wrote")
+    p.add_argument("--experiments", type=Path, default=Path("experiments"), help="frozen configs: one row each")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/LEADERBOARD.md"))
+    p.add_argument("--plot", type=Path, default=Path("benchmarks/leaderboard.png"))
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
+    p.add_argument("--metric", default="ndcg@10", help="headline metric (hr|ndcg|mrr@K)")
+    p.add_argument("--refresh-cards", action="store_true", help="recompute dataset cards from the data")
+    p.set_defaults(func=_leaderboard)
     return parser
 
 

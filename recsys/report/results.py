@@ -1,0 +1,168 @@
+"""Load benchmark result files and the experiment matrix they come from.
+
+A results folder holds ``<dataset>/<config>/seed<N>/`` run directories written by
+``benchmarks/runner.py``; a run counts only if its ``status.json`` says ``complete`` and
+it has a ``result.json`` (a crashed run stays in ``seed<N>.partial`` and is never read).
+The matrix is the set of frozen configs ``experiments/<dataset>/<config>.yaml``: every
+config is a leaderboard row, with or without results, so a new model config shows up as a
+(pending) row without touching this code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from recsys.config import ExperimentConfig
+
+# Model names (``model.name`` in a config, or the first word of its file name) that count
+# as baselines: each model is tested against the best of these on its dataset and split.
+BASELINE_MODELS = frozenset({"pop", "popularity", "most-popular", "random", "markov", "transitions",
+                             "itemknn", "sknn", "baseline"})
+
+
+# Datasets with configs in experiments/ that are not leaderboard benchmarks: the Taobao file
+# is an 814-user development sample of a 100M-row log.
+EXCLUDED_DATASETS = frozenset({"taobao-sample"})
+
+
+@dataclass(frozen=True)
+class MatrixEntry:
+    """One frozen config: a leaderboard row."""
+
+    dataset: str
+    config: str  # file stem, e.g. sasrec-ce
+    path: Path
+    model: str
+    loss: str
+    split: str
+
+    @property
+    def is_baseline(self) -> bool:
+        return is_baseline(self.model, self.config)
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """One finished run (one seed of one config)."""
+
+    dataset: str
+    config: str
+    seed: int
+    split: str
+    model: str
+    loss: str
+    test: dict[str, float]
+    valid: dict[str, float]
+    train_time_s: float
+    total_time_s: float
+    epochs: int | None
+    best_epoch: int | None
+    n_eval_users: int | None
+    fingerprint: str
+    config_hash: str  # without the seed: equal across the seeds of one row
+    git_commit: str | None
+    quick: bool
+    path: Path
+    extra: dict = field(default_factory=dict, repr=False, compare=False)  # the whole result.json
+
+    @property
+    def is_baseline(self) -> bool:
+        return is_baseline(self.model, self.config)
+
+    def ranks(self, split: str = "test") -> np.ndarray:
+        """Per-user 1-based ranks of this run, in the data's user order."""
+        with np.load(self.path / "ranks.npz") as npz:
+            return npz[split]
+
+
+def is_baseline(model: str, config: str) -> bool:
+    return model.lower() in BASELINE_MODELS or config.split("-")[0].lower() in BASELINE_MODELS
+
+
+def load_matrix(experiments: str | Path, exclude: frozenset[str] = EXCLUDED_DATASETS) -> list[MatrixEntry]:
+    """Every ``<dataset>/<config>.yaml`` under ``experiments`` (minus ``exclude``d datasets).
+
+    Configs are read as plain YAML with the library defaults filled in, so a config with
+    sections this version does not know still appears as a row.
+    """
+    defaults = ExperimentConfig()
+    entries = []
+    for path in sorted(Path(experiments).glob("*/*.yaml")):
+        if path.parent.name in exclude:
+            continue
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data, model, train = (raw.get(k) or {} for k in ("data", "model", "train"))
+        entries.append(MatrixEntry(
+            dataset=path.parent.name,
+            config=path.stem,
+            path=path,
+            model=str(model.get("name", defaults.model.name)),
+            loss=str(train.get("loss", defaults.train.loss)),
+            split=str(data.get("split", defaults.data.split)),
+        ))
+    return entries
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def load_run(run_dir: str | Path) -> BenchRun | None:
+    """A finished run, or None if the directory is not a complete benchmark run."""
+    run_dir = Path(run_dir)
+    status = _read_json(run_dir / "status.json")
+    doc = _read_json(run_dir / "result.json")
+    if status is None or status.get("status") != "complete" or doc is None:
+        return None
+    if not (run_dir / "ranks.npz").is_file():
+        return None
+    wall = doc.get("wall_time_s") or {}
+    return BenchRun(
+        dataset=doc["dataset"],
+        config=doc["config"],
+        seed=int(doc["seed"]),
+        split=doc.get("split", "loo"),
+        model=doc.get("model", ""),
+        loss=doc.get("loss", ""),
+        test=doc["test"],
+        valid=doc["valid"],
+        train_time_s=float(wall.get("train", float("nan"))),
+        total_time_s=float(wall.get("total", float("nan"))),
+        epochs=doc.get("epochs"),
+        best_epoch=doc.get("best_epoch"),
+        n_eval_users=doc.get("n_eval_users"),
+        fingerprint=doc.get("dataset_fingerprint", ""),
+        config_hash=doc.get("config_hash_without_seed", ""),
+        git_commit=doc.get("git_commit"),
+        quick=bool(doc.get("quick", False)),
+        path=run_dir,
+        extra=doc,
+    )
+
+
+def load_runs(results: str | Path) -> list[BenchRun]:
+    """Every complete run under ``results``, sorted by dataset, config and seed."""
+    runs = [load_run(p.parent) for p in sorted(Path(results).glob("*/*/seed*/result.json"))]
+    return sorted((r for r in runs if r is not None), key=lambda r: (r.dataset, r.config, r.seed))
+
+
+def runs_frame(runs: list[BenchRun]):
+    """One row per run, for notebooks: dataset, config, seed, split, test metrics, times."""
+    import pandas as pd
+
+    return pd.DataFrame([
+        {"dataset": r.dataset, "config": r.config, "seed": r.seed, "split": r.split, "model": r.model,
+         "baseline": r.is_baseline, **{f"test_{k}": v for k, v in r.test.items()},
+         "train_time_s": r.train_time_s, "total_time_s": r.total_time_s, "epochs": r.epochs,
+         "best_epoch": r.best_epoch, "n_eval_users": r.n_eval_users, "quick": r.quick}
+        for r in runs
+    ])

@@ -1,0 +1,176 @@
+"""benchmarks/runner.py: the matrix, config hashes, skip-if-complete, crashes, --force, one real run."""
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("bench_runner", ROOT / "benchmarks" / "runner.py")
+runner = importlib.util.module_from_spec(spec)
+sys.modules["bench_runner"] = runner
+spec.loader.exec_module(runner)
+
+N_ITEMS = 20
+
+
+def _experiments(tmp_path: Path, log: Path | None = None) -> Path:
+    """Two datasets: 'tiny' (a small planted CSV log) and 'other'; 'other' has no data on purpose."""
+    log = log or tmp_path / "events.csv"
+    exps = tmp_path / "experiments"
+    for dataset in ("tiny", "other"):
+        (exps / dataset).mkdir(parents=True)
+        (exps / dataset / "sasrec-ce.yaml").write_text(f"""
+name: sasrec-ce
+seed: 42
+data: {{name: {dataset}, format: csv, path: {log}, user_col: user_id, item_col: item_id, time_col: timestamp}}
+model: {{dim: 16, n_blocks: 1, n_heads: 1, max_len: 8, dropout: 0.0}}
+train: {{batch_size: 32, lr: 0.01, max_epochs: 2, patience: 5}}
+eval: {{ks: [1, 10], monitor: ndcg@10}}
+""")
+    return exps
+
+
+def _write_log(path: Path, n_users: int = 60) -> None:
+    rng = np.random.default_rng(0)
+    lines = ["user_id,item_id,timestamp"]
+    for u in range(n_users):
+        start, length = rng.integers(N_ITEMS), rng.integers(4, 9)
+        for j in range(length):
+            lines.append(f"u{u},i{(start + j) % N_ITEMS},{1000 * u + j}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _fake_complete(cell, results: Path, overrides=(), hash_override: str | None = None) -> Path:
+    """A finished run directory as `recsys fit` + the runner leave it, without training."""
+    cfg = runner.resolve_config(cell, list(overrides))
+    run_dir = cell.run_dir(results)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    (run_dir / "status.json").write_text('{"status": "complete"}')
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    (run_dir / "ranks.npz").write_bytes(b"")
+    (run_dir / "metrics.json").write_text("{}")
+    doc = {"config_hash": hash_override or runner.config_hash(cfg)}
+    (run_dir / "result.json").write_text(json.dumps(doc))
+    return run_dir
+
+
+def test_plan_is_seed_major_and_skips_excluded(tmp_path):
+    exps = _experiments(tmp_path)
+    (exps / "taobao-sample").mkdir()
+    (exps / "taobao-sample" / "sasrec-ce.yaml").write_text("name: x\n")
+    paths = runner.discover(exps)
+    assert [p.parent.name for p in paths] == ["other", "tiny"]  # taobao-sample is not a benchmark
+    assert [p.parent.name for p in runner.discover(exps, datasets=["taobao-sample"])] == ["taobao-sample"]
+    cells = runner.plan(paths, [1, 2])
+    assert [c.seed for c in cells] == [1, 1, 2, 2]
+    assert cells[0].run_dir(tmp_path / "r") == tmp_path / "r" / cells[0].dataset / "sasrec-ce" / "seed1"
+
+
+def test_config_hash_ignores_cosmetics_but_not_results(tmp_path):
+    cell = runner.plan(runner.discover(_experiments(tmp_path), ["tiny"]), [1])[0]
+    base = runner.resolve_config(cell, [])
+    assert base.seed == 1 and base.train.progress_bar is False
+    h = runner.config_hash(base)
+    assert runner.config_hash(base.with_overrides(["output_dir=/elsewhere", "train.progress_bar=true"])) == h
+    assert runner.config_hash(base.with_overrides(["train.lr=0.5"])) != h
+    assert runner.config_hash(base.with_overrides(["seed=2"])) != h
+    assert runner.config_hash(base.with_overrides(["seed=2"]), with_seed=False) == runner.config_hash(base, False)
+
+
+def test_cell_status_complete_stale_crashed_recoverable(tmp_path):
+    cell = runner.plan(runner.discover(_experiments(tmp_path), ["tiny"]), [1])[0]
+    results = tmp_path / "results"
+    expected = runner.config_hash(runner.resolve_config(cell, []))
+    run_dir = cell.run_dir(results)
+    assert runner.cell_status(run_dir, expected) == "missing"
+    # a crash leaves only <run_dir>.partial, with status failed: never complete
+    partial = run_dir.with_name(run_dir.name + ".partial")
+    partial.mkdir(parents=True)
+    (partial / "status.json").write_text('{"status": "failed", "error": "boom"}')
+    assert runner.cell_status(run_dir, expected) == "missing"
+    _fake_complete(cell, results)
+    assert runner.cell_status(run_dir, expected) == "complete"
+    assert runner.cell_status(run_dir, "another-config") == "stale"
+    (run_dir / "result.json").unlink()  # the run finished, the runner died before writing its result
+    assert runner.cell_status(run_dir, expected) == "recoverable"
+    assert runner.cell_status(run_dir, "another-config") == "stale"
+    (run_dir / "status.json").write_text('{"status": "running"}')
+    assert runner.cell_status(run_dir, expected) == "missing"
+    assert [runner.todo_action(s, False) for s in ("complete", "recoverable", "stale", "missing")] == [
+        None, "recover", "run", "run"]
+    assert runner.todo_action("complete", True) == "run"
+
+
+def test_main_skips_complete_cells_and_force_redoes_them(tmp_path, monkeypatch, capsys):
+    exps = _experiments(tmp_path)
+    results = tmp_path / "results"
+    calls = []
+
+    def fake_run(cell, results_dir, overrides, quick):
+        calls.append((cell.dataset, cell.seed))
+        _fake_complete(cell, results_dir, overrides)
+        return {"test": {"ndcg@10": 0.5, "hr@10": 0.6}, "epochs": 1, "best_epoch": 0,
+                "wall_time_s": {"train": 1.0, "process": 2.0}}
+
+    monkeypatch.setattr(runner, "run_cell", fake_run)
+    args = ["--experiments", str(exps), "--results", str(results), "--datasets", "tiny", "--no-render"]
+    cells = runner.plan(runner.discover(exps, ["tiny"]), [1])
+    _fake_complete(cells[0], results, ["train.num_threads=1"])  # seed 1 already done
+    assert runner.main(args + ["--seeds", "1", "2"]) == 0
+    assert calls == [("tiny", 2)]
+    calls.clear()
+    assert runner.main(args + ["--seeds", "1", "2"]) == 0 and calls == []  # everything complete now
+    assert "2 cells, 2 complete, 0 to do" in capsys.readouterr().out
+    assert runner.main(args + ["--seeds", "1", "2", "--force"]) == 0
+    assert calls == [("tiny", 1), ("tiny", 2)]
+    calls.clear()
+    # a changed config (here: another thread count) makes the old results stale: they are redone
+    assert runner.main(args + ["--seeds", "1", "--threads", "2"]) == 0 and calls == [("tiny", 1)]
+
+
+def test_failed_run_is_reported_and_never_complete(tmp_path, capsys):
+    exps = _experiments(tmp_path, log=tmp_path / "absent.csv")  # the data file does not exist
+    results = tmp_path / "results"
+    rc = runner.main(["--experiments", str(exps), "--results", str(results), "--datasets", "other",
+                      "--seeds", "3", "--no-render"])
+    assert rc == 1
+    assert "FAILED other/sasrec-ce seed 3" in capsys.readouterr().err
+    run_dir = results / "other" / "sasrec-ce" / "seed3"
+    assert not run_dir.exists()
+    assert json.loads((run_dir.with_name("seed3.partial") / "status.json").read_text())["status"] == "failed"
+    assert runner.cell_status(run_dir, "anything") == "missing"
+
+
+@pytest.mark.slow
+def test_real_run_writes_result_with_provenance(tmp_path):
+    log = tmp_path / "events.csv"
+    _write_log(log)
+    exps = _experiments(tmp_path, log)
+    results = tmp_path / "results"
+    args = ["--experiments", str(exps), "--results", str(results), "--datasets", "tiny", "--seeds", "5",
+            "--no-render"]
+    assert runner.main(args) == 0
+    run_dir = results / "tiny" / "sasrec-ce" / "seed5"
+    result = json.loads((run_dir / "result.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert result["seed"] == 5 and result["dataset"] == "tiny" and result["config"] == "sasrec-ce"
+    assert result["test"] == metrics["test"] and result["split"] == "loo"
+    assert result["dataset_fingerprint"] == metrics["dataset"]["fingerprint"] and len(result["dataset_fingerprint"]) == 64
+    cfg = runner.resolve_config(runner.plan(runner.discover(exps, ["tiny"]), [5])[0], ["train.num_threads=1"])
+    assert result["config_hash"] == runner.config_hash(cfg)
+    assert result["overrides"] == ["train.num_threads=1"] and result["torch_threads"] == 1
+    assert {"torch", "numpy", "python"} <= set(result["versions"]) and result["git_commit"]
+    assert result["hardware"]["cpus"] >= 1 and result["wall_time_s"]["process"] > 0
+    ranks = np.load(run_dir / "ranks.npz")["test"]
+    assert np.mean(ranks <= 10) == pytest.approx(result["test"]["hr@10"])
+    # a second invocation skips it
+    assert runner.main(args) == 0
+    assert json.loads((run_dir / "result.json").read_text())["finished_at"] == result["finished_at"]
+    shutil.rmtree(run_dir / "checkpoints")  # results stay small: checkpoints are not needed to be complete
+    assert runner.cell_status(run_dir, result["config_hash"]) == "complete"
