@@ -103,6 +103,8 @@ class Recommender:
     @classmethod
     def load(cls, path: str | Path, *, unknown: str = "ignore", empty: str = "popularity") -> Recommender:
         """Load an artifact folder written by ``recsys export`` (never unpickles)."""
+        check_policy("unknown", unknown, UNKNOWN_POLICIES)  # fail before reading a large file
+        check_policy("empty", empty, EMPTY_POLICIES)
         return cls(load_artifact(path), unknown=unknown, empty=empty)
 
     # ---- description -----------------------------------------------------------------

@@ -1,0 +1,76 @@
+"""Fixtures for the serving tests: a tiny real run (CSV -> fit -> export) and random artifacts.
+
+Everything is built in-process under pytest's tmp folders: no network, no /tmp state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.config import ModelConfig
+from recsys.inference import random_artifact, save_artifact
+
+N_ITEMS = 30
+SMALL_MODEL = ModelConfig(dim=16, n_blocks=2, n_heads=2, max_len=8, dropout=0.1)
+
+
+def write_log(path: Path, n_users: int = 60, seed: int = 0) -> None:
+    """Users walk the item cycle i -> i+1 (as in tests/integration/test_cli.py)."""
+    rng = np.random.default_rng(seed)
+    lines = ["user_id,item_id,timestamp"]
+    for u in range(n_users):
+        start, length = rng.integers(N_ITEMS), rng.integers(4, 14)
+        for j in range(length):
+            lines.append(f"u{u},item{(start + j) % N_ITEMS:02d},{1000 + 60 * j}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="session")
+def fitted_run(tmp_path_factory) -> Path:
+    """A finished run directory from `recsys.training.run.fit` (2 epochs on a planted log)."""
+    from recsys.config import ExperimentConfig
+    from recsys.training.run import fit
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("run")
+    log = root / "events.csv"
+    write_log(log)
+    cfg = ExperimentConfig.from_dict(
+        {
+            "name": "tiny",
+            "seed": 3,
+            "output_dir": str(root / "runs"),
+            "data": {"name": "planted", "format": "csv", "path": str(log)},
+            "model": {"dim": 16, "n_blocks": 2, "n_heads": 2, "max_len": 8, "dropout": 0.1},
+            "train": {"batch_size": 16, "lr": 0.01, "max_epochs": 2, "patience": 5, "progress_bar": False},
+            "eval": {"ks": [1, 10], "monitor": "ndcg@10"},
+        }
+    )
+    return fit(cfg, run_dir=root / "run").run_dir
+
+
+@pytest.fixture(scope="session")
+def exported(fitted_run, tmp_path_factory) -> Path:
+    """The fitted run exported with `recsys export` (training counts included)."""
+    from recsys.cli import main
+
+    out = tmp_path_factory.mktemp("exported") / "artifact"
+    assert main(["export", str(fitted_run), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_artifact(tmp_path_factory) -> Path:
+    """Random weights, 50 items, max_len 8, with popularity counts."""
+    return save_artifact(random_artifact(50, SMALL_MODEL, seed=1), tmp_path_factory.mktemp("small") / "art")
+
+
+@pytest.fixture(scope="session")
+def onnx_artifact(tmp_path_factory) -> Path:
+    """Random weights with model.onnx returning every item (k = n_items) for full parity checks."""
+    art = random_artifact(40, SMALL_MODEL, seed=2)
+    return save_artifact(art, tmp_path_factory.mktemp("onnx") / "art", onnx_k=40)
