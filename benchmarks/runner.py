@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/runner.py --quick         # smoke run in minutes (LastFM, 2 seeds, 2 epochs)
     .venv/bin/python benchmarks/runner.py --datasets s3rec-lastfm --seeds 42   # one slice
     .venv/bin/python benchmarks/runner.py --dry-run       # print every cell and its status, run nothing
+    .venv/bin/python benchmarks/runner.py --time-epochs   # time one epoch per config, estimate the matrix
 
 Layout: ``<results>/<dataset>/<config-stem>/seed<N>/`` is the run directory that
 ``recsys fit`` writes (config.yaml, metrics.json, ranks.npz, status.json; checkpoints and
@@ -311,6 +312,51 @@ def render(results: Path, out: Path, plot: Path, experiments: Path) -> int:
     return subprocess.run(command, cwd=ROOT, env=_env()).returncode
 
 
+def time_epochs(configs: list[Path], overrides: list[str], results: Path, seeds: int,
+                assume_epochs: int) -> dict:
+    """Time one real epoch (training + one validation pass) of every config and estimate the matrix.
+
+    Each config runs once with ``train.max_epochs=1`` into a scratch folder. The estimate for
+    a config is epoch time x epochs per run x seeds, with epochs per run taken from the
+    config's finished results when there are any (early stopping decides it), else
+    ``assume_epochs``. Data loading and final evaluation are not in the epoch time, so the
+    estimate is a lower bound by a few seconds per run. Writes ``<results>/epoch_times.json``.
+    """
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for i, path in enumerate(configs):
+            cell = Cell(path, path.parent.name, path.stem, DEFAULT_SEEDS[0])
+            run_dir = Path(scratch) / f"run{i}"
+            command = fit_command(cell, run_dir, [*overrides, "train.max_epochs=1"])
+            proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=_env())
+            if proc.returncode != 0:
+                print(f"  {cell.dataset}/{cell.stem}: failed ({proc.stderr.strip().splitlines()[-1:]})")
+                continue
+            wall = json.loads((run_dir / "metrics.json").read_text())["wall_time_s"]
+            done = [r for r in (_read_json(p) for p in (results / cell.dataset / cell.stem).glob("seed*/result.json"))
+                    if r is not None and r.get("epochs")]
+            epochs = sum(r["epochs"] for r in done) / len(done) if done else assume_epochs
+            per_seed = wall["train"] * epochs + (wall["total"] - wall["train"])
+            rows.append({"dataset": cell.dataset, "config": cell.stem, "epoch_s": wall["train"],
+                         "overhead_s": round(wall["total"] - wall["train"], 3), "epochs_per_run": epochs,
+                         "epochs_from": "results" if done else "assumed", "per_seed_s": round(per_seed, 1),
+                         "all_seeds_s": round(per_seed * seeds, 1)})
+            r = rows[-1]
+            print(f"  {cell.dataset + '/' + cell.stem:<42} epoch {r['epoch_s']:7.1f} s  x {epochs:5.1f} epochs "
+                  f"({r['epochs_from']})  = {per_seed / 3600:5.2f} h/seed, {per_seed * seeds / 3600:5.2f} h for {seeds} seeds",
+                  flush=True)
+    total = sum(r["all_seeds_s"] for r in rows)
+    doc = {"hardware": hardware(), "overrides": overrides, "seeds": seeds, "assume_epochs": assume_epochs,
+           "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "configs": rows,
+           "total_s": round(total, 1)}
+    results.mkdir(parents=True, exist_ok=True)
+    _write_json(results / "epoch_times.json", doc)
+    print(f"estimated wall time of the matrix: {total / 3600:.1f} h ({len(rows)} configs x {seeds} seeds, one run at a time)")
+    return doc
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiments", type=Path, default=EXPERIMENTS, help="folder of <dataset>/<config>.yaml")
@@ -328,6 +374,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true", help="print the plan and each cell's status; run nothing")
     p.add_argument("--no-render", action="store_true", help="do not render the leaderboard at the end")
     p.add_argument("--keep-going", action="store_true", help="after a failed run, go on with the next one")
+    p.add_argument("--time-epochs", action="store_true",
+                   help="time one epoch of every selected config and estimate the matrix's wall time; no results")
+    p.add_argument("--assume-epochs", type=int, default=50,
+                   help="epochs per run for --time-epochs where no finished result says (default 50)")
     return p.parse_args(argv)
 
 
@@ -346,6 +396,10 @@ def main(argv: list[str] | None = None) -> int:
     if not cells:
         print("no configs match", file=sys.stderr)
         return 2
+    if args.time_epochs:
+        time_epochs(sorted({c.config_path for c in cells}, key=_data_size), overrides, results, len(seeds),
+                    args.assume_epochs)
+        return 0
 
     todo = []
     for cell in cells:

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from recsys.config import ExperimentConfig
+from recsys.config import BASELINE_NAMES, ExperimentConfig
 
 # Model names (``model.name`` in a config, or the first word of its file name) that count
 # as baselines: each model is tested against the best of these on its dataset and split.
-BASELINE_MODELS = frozenset({"pop", "popularity", "most-popular", "random", "markov", "transitions",
-                             "itemknn", "sknn", "baseline"})
+# The library's own baselines (``recsys.config.BASELINE_NAMES``) are always included.
+BASELINE_MODELS = frozenset(BASELINE_NAMES) | {"pop", "random", "markov", "itemknn", "sknn", "baseline"}
 
 
 # Datasets with configs in experiments/ that are not leaderboard benchmarks: the Taobao file

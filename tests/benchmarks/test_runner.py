@@ -174,3 +174,33 @@ def test_real_run_writes_result_with_provenance(tmp_path):
     assert json.loads((run_dir / "result.json").read_text())["finished_at"] == result["finished_at"]
     shutil.rmtree(run_dir / "checkpoints")  # results stay small: checkpoints are not needed to be complete
     assert runner.cell_status(run_dir, result["config_hash"]) == "complete"
+
+
+def test_time_epochs_estimate(tmp_path, monkeypatch):
+    exps = _experiments(tmp_path)
+    results = tmp_path / "results"
+    done = results / "tiny" / "sasrec-ce"
+    for seed, epochs in ((1, 30), (2, 40)):  # finished results say 35 epochs per run for 'tiny'
+        (done / f"seed{seed}").mkdir(parents=True)
+        (done / f"seed{seed}" / "result.json").write_text(json.dumps({"epochs": epochs}))
+
+    class Proc:
+        returncode = 0
+
+    real_run = runner.subprocess.run
+
+    def fake_run(command, **kwargs):  # what `recsys fit ... train.max_epochs=1` would leave behind
+        if "--run-dir" not in command:
+            return real_run(command, **kwargs)
+        run_dir = Path(command[command.index("--run-dir") + 1])
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.json").write_text(json.dumps({"wall_time_s": {"train": 10.0, "total": 12.0}}))
+        return Proc()
+
+    monkeypatch.setattr(runner.subprocess, "run", fake_run)
+    doc = runner.time_epochs(runner.discover(exps), [], results, seeds=3, assume_epochs=50)
+    by = {r["dataset"]: r for r in doc["configs"]}
+    assert by["tiny"]["epochs_per_run"] == 35 and by["tiny"]["per_seed_s"] == 10 * 35 + 2
+    assert by["other"]["epochs_from"] == "assumed" and by["other"]["per_seed_s"] == 10 * 50 + 2
+    assert doc["total_s"] == 3 * (352 + 502)
+    assert json.loads((results / "epoch_times.json").read_text())["total_s"] == doc["total_s"]
