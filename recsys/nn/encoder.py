@@ -53,6 +53,9 @@ class SASRecEncoder(nn.Module):
         self.emb_drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(dim, n_heads, dropout) for _ in range(n_blocks))
         self.ln_f = nn.LayerNorm(dim)
+        self.apply(self._init)
+        # Optional tables are made after the core is initialised, so switching one on leaves
+        # the core's initial weights (for one seed) exactly as in the plain model.
         self.event_emb = nn.Embedding(n_events + 1, dim, padding_idx=PAD_ID) if n_events > 0 else None
         self.attr_emb = None
         if item_attributes is not None:
@@ -68,7 +71,9 @@ class SASRecEncoder(nn.Module):
             self.register_buffer("attr_ids", ids)
             self.register_buffer("attr_offsets", torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)]))
             self.attr_emb = nn.EmbeddingBag(n_attrs + 1, dim, mode="mean", include_last_offset=True)
-        self.apply(self._init)
+        for extra in (self.event_emb, self.attr_emb):
+            if extra is not None:
+                self._init(extra)
 
     @classmethod
     def from_config(

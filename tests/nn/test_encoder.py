@@ -52,3 +52,89 @@ def test_config_defaults_equal_constructor_defaults():
     for name in ("dim", "n_blocks", "n_heads", "max_len", "dropout"):
         assert getattr(cfg, name) == params[name].default, name
     assert isinstance(build_encoder(cfg, 10), SASRecEncoder)
+
+
+PLAIN_KEYS = {
+    "item_emb.weight", "pos_emb.weight", "ln_f.weight", "ln_f.bias",
+    *(f"blocks.{i}.{name}" for i in range(2) for name in (
+        "ln1.weight", "ln1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.out.weight", "attn.out.bias",
+        "ln2.weight", "ln2.bias", "ffn.fc1.weight", "ffn.fc1.bias", "ffn.fc2.weight", "ffn.fc2.bias")),
+}
+X = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 9]])
+EVENTS = torch.tensor([[0, 0, 1, 1, 2, 1, 3, 1], [1, 1, 1, 2, 2, 1, 1, 3]])
+ATTRS = [[1 + i % 3, 4 + i % 2] for i in range(20)]
+
+
+def test_plain_sasrec_state_dict_keys_are_stable():
+    """recsys.inference loads SASRec weights by these names: optional parts add keys only when on."""
+    assert set(_encoder().state_dict()) == PLAIN_KEYS
+
+
+def test_positions_can_be_switched_off():
+    torch.manual_seed(0)
+    enc = SASRecEncoder(20, 16, 2, 2, 8, 0.0, use_positions=False).eval()
+    assert set(enc.state_dict()) == PLAIN_KEYS - {"pos_emb.weight"}
+    # Without positions, one attention block reads the history as a set: the last state
+    # ignores the order of earlier items. With positions it does not.
+    one = SASRecEncoder(20, 16, 1, 2, 8, 0.0, use_positions=False).eval()
+    with_pos = SASRecEncoder(20, 16, 1, 2, 8, 0.0).eval()
+    a, b = torch.tensor([[3, 4, 5, 9]]), torch.tensor([[5, 3, 4, 9]])
+    assert torch.allclose(one(a)[:, -1], one(b)[:, -1], atol=1e-5)
+    assert not torch.allclose(with_pos(a)[:, -1], with_pos(b)[:, -1], atol=1e-4)
+
+
+def test_action_embedding_changes_the_output_and_is_off_by_default():
+    enc = _encoder(n_events=3)
+    assert set(enc.state_dict()) == PLAIN_KEYS | {"event_emb.weight"}
+    other = EVENTS.clone()
+    other[0, 4] = 3
+    h1, h2 = enc(X, EVENTS), enc(X, other)
+    assert not torch.allclose(h1[0, 4:], h2[0, 4:], atol=1e-4)  # the changed action and later positions move
+    assert torch.allclose(h1[0, :4], h2[0, :4], atol=1e-6)  # causal: earlier ones do not
+    assert torch.allclose(h1[1], h2[1], atol=1e-6)
+    with torch.no_grad():
+        enc.event_emb.weight.zero_()
+    assert torch.allclose(enc(X, EVENTS), _encoder()(X), atol=1e-6)  # zero table == no actions
+    try:
+        enc(X)
+    except ValueError as exc:
+        assert "events" in str(exc)
+    else:
+        raise AssertionError("an action encoder must refuse inputs without actions")
+
+
+def test_attribute_bag_changes_input_and_output_tables_consistently():
+    enc = _encoder(item_attributes=ATTRS)
+    assert set(enc.state_dict()) == PLAIN_KEYS | {"attr_emb.weight", "attr_ids", "attr_offsets"}
+    table = enc.token_table()
+    bag = enc.attr_emb.weight
+    # item 1 (row 1) has attributes {1, 4}: its embedding is item row + mean of the two attribute rows
+    assert torch.allclose(table[1], enc.item_emb.weight[1] + (bag[1] + bag[4]) / 2, atol=1e-6)
+    assert torch.allclose(table[0], torch.zeros(16))  # PAD has no attributes and a zero row
+    assert torch.allclose(enc.item_weights(), table[1:21])  # the output table is the same sum
+    plain = _encoder()
+    assert not torch.allclose(enc(X), plain(X), atol=1e-4)
+    with torch.no_grad():
+        enc.attr_emb.weight.zero_()
+    assert torch.allclose(enc(X), plain(X), atol=1e-6)  # zero bag == attributes off
+
+
+def test_bert4rec_registry_entry_is_the_bidirectional_encoder():
+    from recsys.config import ENCODER_NAMES
+    from recsys.nn.encoder import ENCODERS
+
+    assert set(ENCODERS) == set(ENCODER_NAMES)
+    cfg = ModelConfig(name="bert4rec", dim=16, n_blocks=1, n_heads=2, max_len=8)
+    enc = build_encoder(cfg, 20)
+    assert isinstance(enc, SASRecEncoder) and not enc.causal
+    assert ENCODERS["bert4rec"].objective == "cloze" and ENCODERS["sasrec"].objective == "next"
+    assert set(enc.state_dict()) == {k for k in PLAIN_KEYS if not k.startswith("blocks.1.")}
+
+
+def test_action_heads_shapes():
+    from recsys.nn.heads import ActionHeads
+
+    heads = ActionHeads(16, 4, purchase=True)
+    a, p = heads(torch.randn(2, 8, 16))
+    assert a.shape == (2, 8, 4) and p.shape == (2, 8)
+    assert ActionHeads(16, 4)(torch.randn(3, 16))[1] is None

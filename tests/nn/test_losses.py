@@ -1,7 +1,20 @@
+import math
+
+import pytest
 import torch
 import torch.nn.functional as F
 
-from recsys.nn.losses import full_ce
+from recsys.nn.losses import (
+    LOSSES,
+    action_ce,
+    bce,
+    chunked_ce,
+    full_ce,
+    gbce,
+    gbce_beta,
+    purchase_bce,
+    sampled_softmax,
+)
 
 
 def test_full_ce_matches_naive_reference_values_and_gradients():
@@ -48,3 +61,183 @@ def test_fused_ce_equals_autograd_reference_on_a_larger_case():
         grads.append((loss.detach(), hidden.grad.clone(), weights.grad.clone()))
     for a, b in zip(grads[0], grads[1]):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+# ---- the other losses, each against a naive per-position loop ----------------------------
+
+def _case(seed=0, B=3, L=4, D=5, n=9):
+    torch.manual_seed(seed)
+    hidden = torch.randn(B, L, D, requires_grad=True)
+    weights = torch.randn(n, D, requires_grad=True)
+    targets = torch.tensor([[0, 0, 1, 2], [0, 3, 4, 5], [6, 7, 1, 9]])
+    return hidden, weights, targets
+
+
+def _grads(fn, hidden, weights):
+    hidden.grad = weights.grad = None
+    loss = fn(hidden, weights)
+    loss.backward()
+    return loss.detach(), hidden.grad.clone(), weights.grad.clone()
+
+
+def _positions(targets):
+    return [(b, j) for b in range(targets.shape[0]) for j in range(targets.shape[1]) if targets[b, j] != 0]
+
+
+def _neg_ids(negatives, b, j):
+    return negatives.tolist() if negatives.ndim == 1 else negatives[b, j].tolist()
+
+
+def _naive_sampled(h, w, targets, negatives, log_q=None):
+    terms = []
+    for b, j in _positions(targets):
+        t = int(targets[b, j])
+        ids = _neg_ids(negatives, b, j)
+        lq = None if log_q is None else (log_q.tolist() if log_q.ndim == 1 else log_q[b, j].tolist())
+        logits = [h[b, j] @ w[t - 1]]
+        for k, i in enumerate(ids):
+            if i == t:  # accidental hit: dropped
+                continue
+            s = h[b, j] @ w[i - 1]
+            if lq is not None:
+                s = s - (lq[k] + math.log(len(ids)))
+            logits.append(s)
+        terms.append(-torch.log_softmax(torch.stack(logits), dim=0)[0])
+    return torch.stack(terms).mean()
+
+
+def _naive_binary(h, w, targets, negatives, beta=1.0, normalise=False):
+    terms = []
+    for b, j in _positions(targets):
+        t = int(targets[b, j])
+        ids = _neg_ids(negatives, b, j)
+        term = -beta * torch.log(torch.sigmoid(h[b, j] @ w[t - 1]))
+        for i in ids:
+            if i != t:
+                term = term - torch.log(1 - torch.sigmoid(h[b, j] @ w[i - 1]))
+        terms.append(term / (len(ids) + 1) if normalise else term)
+    return torch.stack(terms).mean()
+
+
+def _assert_same(fn, ref, hidden, weights, atol=1e-5):
+    for got, want in zip(_grads(fn, hidden, weights), _grads(ref, hidden, weights)):
+        assert torch.allclose(got, want, atol=atol), (got, want)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, 1000])
+def test_chunked_ce_equals_full_ce_in_value_and_gradient(chunk):
+    torch.manual_seed(2)
+    hidden = torch.randn(4, 30, 8, requires_grad=True)
+    weights = torch.randn(50, 8, requires_grad=True)
+    targets = torch.randint(0, 51, (4, 30))
+    _assert_same(lambda h, w: chunked_ce(h, w, targets, chunk_size=chunk),
+                 lambda h, w: full_ce(h, w, targets), hidden, weights)
+
+
+def test_chunked_ce_bounds_the_logit_block():
+    """No (rows x V) block larger than chunk_size x V is materialised: checked by
+    recording every matmul output the loss allocates."""
+    torch.manual_seed(3)
+    hidden = torch.randn(2, 40, 4, requires_grad=True)
+    weights = torch.randn(100, 4, requires_grad=True)
+    targets = torch.randint(1, 101, (2, 40))
+    seen = []
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[1] == 100:
+                seen.append(out.shape[0])
+            return out
+
+    with Record():
+        chunked_ce(hidden, weights, targets, chunk_size=16).backward()
+    assert seen and max(seen) <= 16
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("with_log_q", [True, False])
+def test_sampled_softmax_matches_naive_loop(shared, with_log_q):
+    hidden, weights, targets = _case()
+    g = torch.Generator().manual_seed(0)
+    shape = (6,) if shared else (*targets.shape, 6)
+    negatives = torch.randint(1, 10, shape, generator=g)
+    negatives.view(-1)[0] = int(targets[0, 2]) if not shared else 1  # force an accidental hit
+    log_q = torch.rand(shape, generator=g).log() if with_log_q else None
+    _assert_same(lambda h, w: sampled_softmax(h, w, targets, negatives, log_q),
+                 lambda h, w: _naive_sampled(h, w, targets, negatives, log_q), hidden, weights)
+
+
+def test_sampled_softmax_with_every_item_once_and_uniform_q_is_full_ce():
+    """logQ correction makes the sampled loss an estimate of full CE; with all n items as
+    negatives under q = 1/n it is exact (the target's own copy is dropped as a hit)."""
+    hidden, weights, targets = _case()
+    everything = torch.arange(1, 10)
+    log_q = torch.full((9,), -math.log(9))
+    got = sampled_softmax(hidden, weights, targets, everything, log_q)
+    assert torch.allclose(got, full_ce(hidden, weights, targets), atol=1e-5)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_bce_matches_naive_loop(shared):
+    hidden, weights, targets = _case(1)
+    g = torch.Generator().manual_seed(1)
+    negatives = torch.randint(1, 10, (4,) if shared else (*targets.shape, 1), generator=g)
+    _assert_same(lambda h, w: bce(h, w, targets, negatives),
+                 lambda h, w: _naive_binary(h, w, targets, negatives), hidden, weights)
+
+
+def test_gbce_beta_calibration_values():
+    assert gbce_beta(0.0, 256, 12102) == pytest.approx(1.0)  # t = 0: plain BCE
+    assert gbce_beta(1.0, 256, 12102) == pytest.approx(256 / 12101)  # t = 1: beta = alpha
+    alpha = 256 / 12101
+    assert gbce_beta(0.75, 256, 12102) == pytest.approx(alpha * (0.75 * (1 - 1 / alpha) + 1 / alpha))
+
+
+@pytest.mark.parametrize("t", [0.0, 0.5, 0.75, 1.0])
+def test_gbce_matches_naive_loop_and_the_reference_transform(t):
+    hidden, weights, targets = _case(2)
+    g = torch.Generator().manual_seed(2)
+    negatives = torch.randint(1, 10, (*targets.shape, 3), generator=g)
+    beta = gbce_beta(t, 3, 9)
+    _assert_same(lambda h, w: gbce(h, w, targets, negatives, t=t),
+                 lambda h, w: _naive_binary(h, w, targets, negatives, beta=beta, normalise=True), hidden, weights)
+    # gSASRec's code instead feeds BCE the positive logit log(1 / (sigmoid(s)^-beta - 1));
+    # without accidental hits the two are the same number.
+    clean = torch.where(negatives == targets[..., None], (negatives % 9) + 1, negatives)
+    clean = torch.where(clean == targets[..., None], (clean % 9) + 1, clean)
+    keep = targets != 0
+    h = hidden.detach()[keep]
+    pos = (h * weights.detach()[targets[keep] - 1]).sum(-1, dtype=torch.float64)
+    neg = torch.einsum("nd,nkd->nk", h, weights.detach()[clean[keep] - 1]).double()
+    transformed = torch.log(1.0 / (torch.sigmoid(pos) ** -beta - 1.0))
+    logits = torch.cat([transformed[:, None], neg], 1)
+    labels = torch.zeros_like(logits)
+    labels[:, 0] = 1
+    ref = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    assert gbce(hidden, weights, targets, clean, t=t).item() == pytest.approx(ref.item(), abs=1e-5)
+
+
+def test_gbce_with_t_zero_is_bce_over_k_plus_one():
+    hidden, weights, targets = _case(3)
+    negatives = torch.randint(1, 10, (*targets.shape, 4), generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(gbce(hidden, weights, targets, negatives, t=0.0), bce(hidden, weights, targets, negatives) / 5)
+
+
+def test_action_and_purchase_losses_skip_unlabelled_positions():
+    logits = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])  # (1, 2, 3)
+    next_events = torch.tensor([[0, 2]])  # first position unlabelled
+    expected = -torch.log_softmax(torch.tensor([0.0, 1.0, 0.0]), 0)[1]
+    assert torch.allclose(action_ce(logits, next_events), expected)
+    p_logits = torch.tensor([[0.3, -1.2, 5.0]])
+    labels = torch.tensor([[1.0, 0.0, -1.0]])
+    want = -(math.log(torch.sigmoid(torch.tensor(0.3)).item()) + math.log(1 - torch.sigmoid(torch.tensor(-1.2)).item())) / 2
+    assert purchase_bce(p_logits, labels).item() == pytest.approx(want, abs=1e-6)
+    assert action_ce(logits, torch.zeros(1, 2, dtype=torch.long)).item() == 0.0
+
+
+def test_registry_matches_config_names():
+    from recsys.config import LOSS_NAMES
+
+    assert set(LOSSES) == set(LOSS_NAMES)
