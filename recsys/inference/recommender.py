@@ -80,6 +80,9 @@ class Recommendations:
 class Recommender:
     """Top-k recommendation, candidate scoring and embeddings for raw-id histories."""
 
+    #: Scores computed at once in ``recommend`` (B x items); larger products go in chunks.
+    score_chunk: int = 1 << 22
+
     def __init__(self, artifact: Artifact, *, unknown: str = "ignore", empty: str = "popularity") -> None:
         self.unknown = check_policy("unknown", unknown, UNKNOWN_POLICIES)
         self.empty = check_policy("empty", empty, EMPTY_POLICIES)
@@ -172,24 +175,17 @@ class Recommender:
         B, empty = len(batch.lengths), batch.empty
         with torch.inference_mode():
             weights = self._item_w if cand is None else self._item_w[torch.from_numpy(cand - 1)]  # (C, D)
-            C = weights.shape[0]
-            if empty.all():
-                scores = torch.empty(B, C)
-            else:
-                # Same product as nn.heads.score_items, without its PAD column: top-k column j
-                # is token j + 1 (or cand[j]), and no (B, V + 1) copy is made.
-                scores = self._user_states(batch) @ weights.T  # (B, C)
-            if empty.any():
-                pop = self._popularity if cand is None else self._popularity[torch.from_numpy(cand - 1)]
-                scores[torch.from_numpy(empty)] = pop
-            if exclude_seen:
-                self._mask_seen(scores, batch, cand)
-            kk = min(k, C)
+            kk = min(k, weights.shape[0])
             if kk == 0:
                 values, columns = np.empty((B, 0), np.float32), np.empty((B, 0), np.int64)
             else:
-                top = torch.topk(scores, kk)  # sorted, best first
-                values, columns = top.values.numpy(), top.indices.numpy()
+                states = None if empty.all() else self._user_states(batch)  # (B, D)
+                pop = None
+                if empty.any():
+                    pop = self._popularity if cand is None else self._popularity[torch.from_numpy(cand - 1)]
+                seen = self._seen_columns(batch, cand) if exclude_seen else None
+                top_values, top_columns = self._top_columns(states, weights, torch.from_numpy(empty), pop, seen, kk)
+                values, columns = top_values.numpy(), top_columns.numpy()
         tokens = columns + 1 if cand is None else cand[columns]  # (B, kk)
         items, out_scores = [], []
         for row in range(B):
@@ -199,7 +195,8 @@ class Recommender:
             out_scores.append(values[row, :n].copy())
         return Recommendations(items, out_scores, batch.n_unknown.tolist(), empty.tolist())
 
-    def _mask_seen(self, scores: torch.Tensor, batch: EncodedBatch, cand: np.ndarray | None) -> None:
+    def _seen_columns(self, batch: EncodedBatch, cand: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, column) of every history item among the scored columns."""
         rows = np.repeat(np.arange(len(batch.seen)), [len(s) for s in batch.seen])
         seen = np.concatenate(batch.seen) if batch.seen else np.empty(0, np.int64)
         if cand is None:
@@ -209,7 +206,46 @@ class Recommender:
             pos = np.searchsorted(cand[order], seen).clip(max=len(cand) - 1)
             hit = cand[order][pos] == seen
             rows, cols = rows[hit], order[pos[hit]]
-        scores[torch.from_numpy(rows), torch.from_numpy(cols)] = float("-inf")
+        return torch.from_numpy(rows), torch.from_numpy(cols)
+
+    def _top_columns(
+        self,
+        states: torch.Tensor | None,
+        weights: torch.Tensor,
+        empty: torch.Tensor,
+        pop: torch.Tensor | None,
+        seen: tuple[torch.Tensor, torch.Tensor] | None,
+        k: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Best ``k`` (scores, columns) per row over the columns of ``weights``, best first.
+
+        Scores are ``states @ weights.T`` (the product of ``nn.heads.score_items``, minus
+        its PAD column), popularity on empty rows, ``-inf`` on seen items. Large batches
+        over large catalogues go ``score_chunk`` scores at a time: a running top-k never
+        holds the (B, C) matrix (1 GB for 256 users x 1M items), and a chunk stays in cache.
+        """
+        B, C = empty.shape[0], weights.shape[0]
+        step = max(k, self.score_chunk // max(B, 1))
+        parts = []
+        for lo in range(0, C, step):
+            hi = min(C, lo + step)
+            if states is None:
+                scores = torch.empty(B, hi - lo)
+            else:
+                scores = states @ weights[lo:hi].T  # (B, c)
+            if pop is not None:
+                scores[empty] = pop[lo:hi]
+            if seen is not None:
+                rows, cols = seen
+                inside = (cols >= lo) & (cols < hi)
+                scores[rows[inside], cols[inside] - lo] = float("-inf")
+            top = torch.topk(scores, min(k, hi - lo))  # sorted, best first
+            parts.append((top.values, top.indices + lo))
+        if len(parts) == 1:
+            return parts[0]
+        values, columns = torch.cat([v for v, _ in parts], 1), torch.cat([c for _, c in parts], 1)
+        top = torch.topk(values, k)
+        return top.values, columns.gather(1, top.indices)
 
     def score(self, history: Sequence[str], items: Sequence[str]) -> np.ndarray:
         """Scores (len(items),) float32 of ``items`` for one history, for re-ranking.
