@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from recsys.errors import RecsysError
+from recsys.errors import ConfigError, RecsysError
 
 
 def format_table(metrics: dict[str, dict[str, float]], ks: tuple[int, ...] | None = None) -> str:
@@ -23,10 +23,17 @@ def format_table(metrics: dict[str, dict[str, float]], ks: tuple[int, ...] | Non
 
 def _fit(args: argparse.Namespace) -> int:
     from recsys.config import ExperimentConfig
-    from recsys.training.run import fit
+    from recsys.training.run import fit, resume
 
-    cfg = ExperimentConfig.from_yaml(args.config).with_overrides(args.overrides)
-    result = fit(cfg, run_dir=args.run_dir)
+    if args.resume is not None:
+        if args.config is not None or args.overrides:
+            raise ConfigError("--resume takes the config stored in the run; drop --config and overrides")
+        result = resume(args.resume)
+    elif args.config is None:
+        raise ConfigError("recsys fit needs --config FILE (or --resume RUN_DIR)")
+    else:
+        cfg = ExperimentConfig.from_yaml(args.config).with_overrides(args.overrides)
+        result = fit(cfg, run_dir=args.run_dir)
     m = result.metrics
     print(f"\nrun directory: {result.run_dir}")
     print(f"dataset {m['dataset']['name']} ({m['dataset']['fingerprint'][:12]}), {m['protocol']}, "
@@ -112,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description="Sequential recommendation experiments.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fit", help="train and evaluate one config into a run directory")
-    p.add_argument("--config", required=True, type=Path, help="experiment YAML")
+    p.add_argument("--config", type=Path, help="experiment YAML")
     p.add_argument("--run-dir", type=Path, default=None, help="output directory (default: output_dir/<name>-<time>)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.lr=0.002")
     p.set_defaults(func=_fit)
     p = sub.add_parser("evaluate", help="recompute metrics of a finished run from its checkpoint")

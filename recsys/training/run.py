@@ -1,6 +1,7 @@
 """Fit or evaluate one experiment config into a self-describing run directory.
 
-A run directory holds ``config.yaml`` (resolved), ``vocab.json``, ``checkpoints/best.ckpt``,
+A run directory holds ``config.yaml`` (resolved), ``vocab.json``, ``data.json`` (dataset
+fingerprint), ``checkpoints/best.ckpt`` and ``last.ckpt`` (full state after each epoch),
 ``metrics.json``, ``ranks.npz`` (per-user validation/test ranks, in the order of the
 users in the data), ``status.json`` and the CSV training log. It is built under
 ``<run_dir>.partial`` (status ``running``, or ``failed`` with the error) and renamed into
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import signal
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,14 +28,34 @@ from pytorch_lightning.loggers import CSVLogger
 
 from recsys.config import ExperimentConfig
 from recsys.data.datamodule import SeqDataModule
+from recsys.data.sequences import EventVocab
 from recsys.data.vocab import Vocab
-from recsys.errors import ArtifactError
-from recsys.nn.encoder import build_encoder
-from recsys.training.module import SeqRecModule
+from recsys.errors import ArtifactError, ConfigError
+from recsys.training.build import action_report, build_datamodule, build_module, is_baseline
+from recsys.training.callbacks import AtomicLastCheckpoint, EpochSeed
+from recsys.training.module import RankingModule
 from recsys.training.provenance import git_commit, machine, versions
 
 PROTOCOL = "full-catalogue ranking, leave-one-out, pessimistic ties"
 CHECKPOINT = Path("checkpoints") / "best.ckpt"
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+EVENT_VOCAB = "events.json"  # action-type vocabulary, for logs with data.event_col
+
+
+def _datamodule_for_run(cfg: ExperimentConfig, run: Path) -> SeqDataModule:
+    """The data of an existing run, checked against the vocabularies and fingerprint it saved."""
+    try:
+        event_vocab = EventVocab.load(run / EVENT_VOCAB) if cfg.data.event_col is not None else None
+        dm = _datamodule(cfg, vocab=Vocab.load(run / "vocab.json"), event_vocab=event_vocab)
+    except KeyError as exc:
+        raise ArtifactError(f"{run}: the data holds items that the run's vocabulary lacks ({exc})") from exc
+    recorded = json.loads((run / "data.json").read_text(encoding="utf-8"))["fingerprint"]
+    if recorded != dm.events.fingerprint:
+        raise ArtifactError(
+            f"{run}: dataset fingerprint {dm.events.fingerprint[:12]} differs from the run's {recorded[:12]}; "
+            "the data changed since the run was trained"
+        )
+    return dm
 
 
 @dataclass(frozen=True)
@@ -42,21 +64,16 @@ class RunResult:
     metrics: dict
 
 
-def _datamodule(cfg: ExperimentConfig, vocab: Vocab | None = None) -> SeqDataModule:
-    return SeqDataModule(
-        cfg.data, cfg.model.max_len, cfg.train.batch_size, cfg.eval.batch_size, cfg.seed, vocab=vocab
-    ).prepare()
+def _datamodule(cfg: ExperimentConfig, vocab: Vocab | None = None, event_vocab: EventVocab | None = None) -> SeqDataModule:
+    return build_datamodule(cfg, vocab, event_vocab)
 
 
-def _module(cfg: ExperimentConfig, n_items: int) -> SeqRecModule:
-    return SeqRecModule(
-        build_encoder(cfg.model, n_items),
-        loss=cfg.train.loss,
-        lr=cfg.train.lr,
-        weight_decay=cfg.train.weight_decay,
-        ks=cfg.eval.ks,
-        exclude_seen=cfg.eval.exclude_seen,
-    )
+def _module(cfg: ExperimentConfig, dm: SeqDataModule) -> RankingModule:
+    """Baselines come back fitted (on training events only); neural models untrained."""
+    try:
+        return build_module(cfg, dm)
+    except ValueError as exc:  # e.g. a baseline that needs timestamps the data lacks
+        raise ConfigError(f"{cfg.model.name}: {exc}") from exc
 
 
 def _set_threads(cfg: ExperimentConfig) -> None:
@@ -75,7 +92,7 @@ def _trainer(cfg: ExperimentConfig, **kwargs) -> pl.Trainer:
     )
 
 
-def _load_weights(module: SeqRecModule, ckpt: Path) -> None:
+def _load_weights(module: RankingModule, ckpt: Path) -> None:
     # weights_only=True: a checkpoint is data, and loading it must never run code.
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     module.load_state_dict(state["state_dict"])
@@ -92,22 +109,60 @@ def _write_json(path: Path, doc: dict) -> None:
     os.replace(tmp, path)
 
 
-def fit(cfg: ExperimentConfig, run_dir: Path | None = None, callbacks: Sequence[pl.Callback] = ()) -> RunResult:
+def partial_dir(run_dir: Path) -> Path:
+    """Where a run lives until it completes."""
+    return run_dir.with_name(run_dir.name + ".partial")
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """Treat SIGTERM like Ctrl-C so a terminated run stops cleanly and stays resumable."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def fit(
+    cfg: ExperimentConfig,
+    run_dir: Path | None = None,
+    callbacks: Sequence[pl.Callback] = (),
+    resume: bool = False,
+) -> RunResult:
     """Train, pick the best epoch on validation NDCG, evaluate it on valid and test.
 
     ``callbacks`` are extra Lightning callbacks (e.g. a tuning pruner that reads
-    ``val/<metric>`` at each validation end).
+    ``val/<metric>`` at each validation end). ``resume=True`` continues the unfinished
+    run in ``<run_dir>.partial`` from its last epoch-end checkpoint; the result is
+    identical to an uninterrupted run with the same seed.
     """
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     if run_dir.exists():
         raise FileExistsError(f"run directory {run_dir} already exists")
-    partial = run_dir.with_name(run_dir.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+    partial = partial_dir(run_dir)
+    if resume:
+        if not (partial / "config.yaml").is_file():
+            raise ArtifactError(f"{partial}: no unfinished run to resume")
+    elif partial.exists():
+        raise FileExistsError(
+            f"{partial} holds an unfinished run: resume it with `recsys fit --resume {run_dir}` or delete it"
+        )
+    partial.mkdir(parents=True, exist_ok=resume)
     _write_json(partial / "status.json", {"status": "running", "pid": os.getpid()})
     try:
-        metrics = _fit_into(cfg, partial, list(callbacks))
+        with _sigterm_as_interrupt():
+            metrics = _fit_into(cfg, partial, list(callbacks), resume)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        _write_json(partial / "status.json", {"status": "interrupted", "error": repr(exc), "resumable": True})
+        raise
     except BaseException as exc:
         _write_json(partial / "status.json", {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
         raise
@@ -116,33 +171,39 @@ def fit(cfg: ExperimentConfig, run_dir: Path | None = None, callbacks: Sequence[
     return RunResult(run_dir, metrics)
 
 
-def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]) -> dict:
+def resume(run_dir: Path, callbacks: Sequence[pl.Callback] = ()) -> RunResult:
+    """Continue an unfinished run; ``run_dir`` may name the run or its ``.partial`` folder."""
+    run_dir = Path(run_dir)
+    if run_dir.name.endswith(".partial"):
+        run_dir = run_dir.with_name(run_dir.name[: -len(".partial")])
+    config = partial_dir(run_dir) / "config.yaml"
+    if not config.is_file():
+        raise ArtifactError(f"{partial_dir(run_dir)}: no unfinished run to resume")
+    return fit(ExperimentConfig.from_yaml(config), run_dir, callbacks, resume=True)
+
+
+def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback], resume: bool) -> dict:
     started = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     _set_threads(cfg)
-    dm = _datamodule(cfg)
+    if resume:
+        dm = _datamodule_for_run(cfg, partial)
+    else:
+        dm = _datamodule(cfg)
+        (partial / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+        dm.vocab.save(partial / "vocab.json")
+        (partial / "data.json").write_text(json.dumps({"fingerprint": dm.events.fingerprint}), encoding="utf-8")
     prepared = time.perf_counter()
-    (partial / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-    dm.vocab.save(partial / "vocab.json")
+    if dm.event_vocab is not None:
+        dm.event_vocab.save(partial / EVENT_VOCAB)
 
-    module = _module(cfg, dm.vocab.n_items)
-    monitor = f"val/{cfg.eval.monitor}"
-    checkpoint = ModelCheckpoint(
-        dirpath=partial / CHECKPOINT.parent, filename=CHECKPOINT.stem, monitor=monitor, mode="max", save_top_k=1
-    )
-    trainer = _trainer(
-        cfg,
-        max_epochs=cfg.train.max_epochs,
-        callbacks=[EarlyStopping(monitor=monitor, mode="max", patience=cfg.train.patience), checkpoint, *callbacks],
-        logger=CSVLogger(partial, name="logs", version=""),
-        gradient_clip_val=cfg.train.grad_clip or None,
-        num_sanity_val_steps=0,
-        log_every_n_steps=10,
-    )
-    trainer.fit(module, datamodule=dm)
-    trained = time.perf_counter()
-
-    _load_weights(module, partial / CHECKPOINT)
+    module = _module(cfg, dm)
+    if is_baseline(cfg):  # fitted by counting: no gradient training, no checkpoint
+        trained, epochs = time.perf_counter(), 0
+    else:
+        epochs = _train(cfg, module, dm, partial, callbacks, resume)
+        trained = time.perf_counter()
+        _load_weights(module, partial / CHECKPOINT)
     evaluator = _trainer(cfg, logger=False, enable_checkpointing=False)
     evaluator.validate(module, datamodule=dm, verbose=False)
     evaluator.test(module, datamodule=dm, verbose=False)
@@ -161,7 +222,7 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
             "summary": dm.events.summary,
         },
         "seed": cfg.seed,
-        "epochs": trainer.current_epoch,
+        "epochs": epochs,
         "best_epoch": best_epoch,
         "wall_time_s": {
             "prepare": round(prepared - started, 3),
@@ -173,6 +234,12 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
         "machine": machine(),
         "torch_threads": torch.get_num_threads(),
     }
+    if dm.item_attributes is not None:
+        attrs = dm.item_attributes
+        metrics["item_attributes"] = {"n_attrs": attrs.n_attrs, "items_covered": attrs.coverage}
+    actions = action_report(module, dm)
+    if actions is not None:
+        metrics["next_action"] = actions
     # Per-user ranks let the leaderboard bootstrap over users and pair models user by user.
     np.savez_compressed(
         partial / "ranks.npz",
@@ -183,28 +250,55 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
     return metrics
 
 
+def _train(cfg: ExperimentConfig, module: RankingModule, dm: SeqDataModule, partial: Path,
+           callbacks: list[pl.Callback], resume: bool = False) -> int:
+    """Gradient training with early stopping on validation; the best epoch is checkpointed,
+    and the full state after every epoch goes to last.ckpt, from which ``resume`` continues."""
+    last = partial / LAST_CHECKPOINT
+    monitor = f"val/{cfg.eval.monitor}"
+    checkpoint = ModelCheckpoint(
+        dirpath=partial / CHECKPOINT.parent, filename=CHECKPOINT.stem, monitor=monitor, mode="max", save_top_k=1,
+        save_on_train_epoch_end=False,
+    )
+    trainer = _trainer(
+        cfg,
+        max_epochs=cfg.train.max_epochs,
+        callbacks=[
+            EpochSeed(cfg.seed),
+            # Early stopping and checkpoints all act at validation end, so last.ckpt holds
+            # their state after this epoch's check, and a resume does not re-run it.
+            EarlyStopping(monitor=monitor, mode="max", patience=cfg.train.patience, check_on_train_epoch_end=False),
+            checkpoint,
+            AtomicLastCheckpoint(last),
+            *callbacks,
+        ],
+        logger=CSVLogger(partial, name="logs", version=""),
+        gradient_clip_val=cfg.train.grad_clip or None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=10,
+    )
+    trainer.fit(module, datamodule=dm, ckpt_path=last if resume and last.is_file() else None)
+    return trainer.current_epoch
+
+
 def evaluate(run_dir: Path) -> dict[str, dict[str, float]]:
     """Recompute validation and test metrics from a finished run's best checkpoint."""
     run_dir = Path(run_dir)
-    needed = ["config.yaml", "vocab.json", "metrics.json", str(CHECKPOINT)]
+    cfg = ExperimentConfig.from_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else None
+    needed = ["config.yaml", "vocab.json", "data.json", "metrics.json"]
+    if cfg is None or not is_baseline(cfg):  # a baseline has no checkpoint: it is refitted
+        needed.append(str(CHECKPOINT))
+    if cfg is not None and cfg.data.event_col is not None:
+        needed.append(EVENT_VOCAB)
     missing = [name for name in needed if not (run_dir / name).exists()]
     if missing:
         raise ArtifactError(f"{run_dir} is not a complete run directory: missing {', '.join(missing)}")
-    cfg = ExperimentConfig.from_yaml(run_dir / "config.yaml")
-    recorded = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     _set_threads(cfg)
-    try:
-        dm = _datamodule(cfg, vocab=Vocab.load(run_dir / "vocab.json"))
-    except KeyError as exc:
-        raise ArtifactError(f"{run_dir}: the data holds items that the run's vocabulary lacks ({exc})") from exc
-    if dm.events.fingerprint != recorded["dataset"]["fingerprint"]:
-        raise ArtifactError(
-            f"{run_dir}: dataset fingerprint {dm.events.fingerprint[:12]} differs from the run's "
-            f"{recorded['dataset']['fingerprint'][:12]}; the data changed since training"
-        )
-    module = _module(cfg, dm.vocab.n_items)
-    _load_weights(module, run_dir / CHECKPOINT)
+    dm = _datamodule_for_run(cfg, run_dir)
+    module = _module(cfg, dm)
+    if not is_baseline(cfg):
+        _load_weights(module, run_dir / CHECKPOINT)
     evaluator = _trainer(cfg, logger=False, enable_checkpointing=False)
     evaluator.validate(module, datamodule=dm, verbose=False)
     evaluator.test(module, datamodule=dm, verbose=False)
