@@ -2,26 +2,31 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 export RECSYS_DATA_DIR ?= $(abspath ../shared/datasets)
 DEMO_CONFIG ?= experiments/s3rec-beauty/sasrec-ce.yaml
 
-.PHONY: demo test install clean
+.PHONY: demo test install install-dev clean
 
-install: $(STAMP)
+install: $(VENV)/.base
+install-dev: $(VENV)/.dev
 
 # torch is pinned and installed first: the pin resolves to a local CPU wheel, whereas an
 # unpinned torch pulled in by a dependency would fetch several GB of CUDA packages.
-$(STAMP): pyproject.toml
+$(VENV)/.base: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install -q -e .
+	touch $@
 
-demo: $(STAMP)
+# The test tools and the optional extras the tests exercise (ONNX, HTTP, plots, notebook).
+$(VENV)/.dev: $(VENV)/.base
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.base
 	$(BIN)/recsys fit --config $(DEMO_CONFIG)
 
-test: $(STAMP)
+test: $(VENV)/.dev
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
