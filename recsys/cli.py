@@ -100,8 +100,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    serve(Recommender.load(args.artifact, unknown=args.unknown, empty=args.empty), host=args.host, port=args.port,
-          log_level=args.log_level)
+    rec = Recommender.load(args.artifact, unknown=args.unknown, empty=args.empty, item_precision=args.item_precision)
+    serve(rec, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--unknown", choices=("ignore", "raise"), default="ignore", help="unknown item ids")
     p.add_argument("--empty", choices=("popularity", "raise"), default="popularity", help="empty histories")
+    p.add_argument("--item-precision", choices=("float32", "bfloat16"), default="float32",
+                   help="bfloat16: faster full-catalogue scan, float32 rescoring (see benchmarks/SERVING.md)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=_serve)

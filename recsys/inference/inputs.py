@@ -19,6 +19,8 @@ from recsys.types import PAD_ID
 UNKNOWN_POLICIES = ("ignore", "raise")
 #: ``empty=``: what a history with no known item does.
 EMPTY_POLICIES = ("popularity", "raise")
+#: ``item_precision=``: dtype of the item matrix scanned by ``recommend`` (see Recommender).
+ITEM_PRECISIONS = ("float32", "bfloat16")
 
 
 class UnknownItemError(RecsysError, KeyError):

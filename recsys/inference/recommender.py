@@ -20,6 +20,12 @@ Histories longer than the model's ``max_len`` keep their newest ``max_len`` know
 history, including items truncated away. ``k`` larger than the number of candidates is
 clamped: a row holds ``min(k, candidates left)`` items, never padding.
 
+``item_precision="bfloat16"`` (opt-in) scans the catalogue with a bfloat16 copy of the
+item matrix, half the memory traffic that dominates million-item catalogues, and rescores
+a shortlist of ``max(4k, k + 32)`` items in float32, so returned scores stay exact; the
+top-k can differ from float32's only when an exact top-k item falls outside that shortlist
+(measured in ``benchmarks/SERVING.md``). ``score`` and the embeddings are always float32.
+
 Thread safety: the model is read-only after construction and every call runs under
 ``torch.inference_mode``; the only shared mutable state, the counters behind ``stats()``,
 sits behind a lock. One ``Recommender`` can serve many threads.
@@ -40,6 +46,7 @@ from recsys.errors import ArtifactError
 from recsys.inference.artifact import Artifact, load_artifact
 from recsys.inference.inputs import (
     EMPTY_POLICIES,
+    ITEM_PRECISIONS,
     UNKNOWN_POLICIES,
     EmptyHistoryError,
     EncodedBatch,
@@ -83,9 +90,17 @@ class Recommender:
     #: Scores computed at once in ``recommend`` (B x items); larger products go in chunks.
     score_chunk: int = 1 << 22
 
-    def __init__(self, artifact: Artifact, *, unknown: str = "ignore", empty: str = "popularity") -> None:
+    def __init__(
+        self,
+        artifact: Artifact,
+        *,
+        unknown: str = "ignore",
+        empty: str = "popularity",
+        item_precision: str = "float32",
+    ) -> None:
         self.unknown = check_policy("unknown", unknown, UNKNOWN_POLICIES)
         self.empty = check_policy("empty", empty, EMPTY_POLICIES)
+        self.item_precision = check_policy("item_precision", item_precision, ITEM_PRECISIONS)
         if empty == "popularity" and artifact.item_counts is None:
             raise ArtifactError(
                 "this artifact holds no item popularity counts, so empty='popularity' has nothing to "
@@ -96,6 +111,9 @@ class Recommender:
         self.max_len = artifact.model.max_len
         self._encoder = artifact.build_encoder().requires_grad_(False)
         self._item_w = self._encoder.item_weights().detach()  # (n, D) view of rows 1..n
+        # Optional half-size copy for the full-catalogue scan (memory-bound at 1M items);
+        # its shortlist is rescored in float32, so returned scores are always float32.
+        self._item_w_lowp = self._item_w.to(torch.bfloat16) if item_precision == "bfloat16" else None
         self._ids = np.asarray(self.vocab.items, dtype=object)  # token t -> raw id at t - 1
         self._popularity = (
             None if artifact.item_counts is None else torch.from_numpy(artifact.item_counts[1:].astype(np.float32))
@@ -104,11 +122,14 @@ class Recommender:
         self._stats = {"histories": 0, "unknown_ids": 0, "empty_histories": 0, "unknown_candidates": 0}
 
     @classmethod
-    def load(cls, path: str | Path, *, unknown: str = "ignore", empty: str = "popularity") -> Recommender:
+    def load(
+        cls, path: str | Path, *, unknown: str = "ignore", empty: str = "popularity", item_precision: str = "float32"
+    ) -> Recommender:
         """Load an artifact folder written by ``recsys export`` (never unpickles)."""
         check_policy("unknown", unknown, UNKNOWN_POLICIES)  # fail before reading a large file
         check_policy("empty", empty, EMPTY_POLICIES)
-        return cls(load_artifact(path), unknown=unknown, empty=empty)
+        check_policy("item_precision", item_precision, ITEM_PRECISIONS)
+        return cls(load_artifact(path), unknown=unknown, empty=empty, item_precision=item_precision)
 
     # ---- description -----------------------------------------------------------------
     @property
@@ -184,7 +205,12 @@ class Recommender:
                 if empty.any():
                     pop = self._popularity if cand is None else self._popularity[torch.from_numpy(cand - 1)]
                 seen = self._seen_columns(batch, cand) if exclude_seen else None
-                top_values, top_columns = self._top_columns(states, weights, torch.from_numpy(empty), pop, seen, kk)
+                lowp = None
+                if self._item_w_lowp is not None and states is not None:
+                    lowp = self._item_w_lowp if cand is None else self._item_w_lowp[torch.from_numpy(cand - 1)]
+                top_values, top_columns = self._top_columns(
+                    states, weights, torch.from_numpy(empty), pop, seen, kk, lowp
+                )
                 values, columns = top_values.numpy(), top_columns.numpy()
         tokens = columns + 1 if cand is None else cand[columns]  # (B, kk)
         items, out_scores = [], []
@@ -216,6 +242,34 @@ class Recommender:
         pop: torch.Tensor | None,
         seen: tuple[torch.Tensor, torch.Tensor] | None,
         k: int,
+        lowp: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Best ``k`` (scores, columns) per row, best first; see ``_scan``.
+
+        With a bfloat16 item matrix ``lowp``, the scan keeps a shortlist of
+        ``max(4k, k + 32)`` columns, which are then rescored exactly in float32: returned
+        scores are float32 products, and the answer differs from the float32 scan only if
+        an exact top-k item falls outside the bfloat16 shortlist (see benchmarks/SERVING.md).
+        """
+        if lowp is None or states is None:
+            return self._scan(states, weights, empty, pop, seen, k)
+        shortlist = min(weights.shape[0], max(4 * k, k + 32))
+        values, columns = self._scan(states.to(lowp.dtype), lowp, empty, pop, seen, shortlist)
+        exact = torch.einsum("bd,bsd->bs", states, weights[columns])  # (B, S) float32
+        if pop is not None:
+            exact[empty] = pop[columns[empty]]
+        exact[values == float("-inf")] = float("-inf")  # seen items stay excluded
+        top = torch.topk(exact, k)
+        return top.values, columns.gather(1, top.indices)
+
+    def _scan(
+        self,
+        states: torch.Tensor | None,
+        weights: torch.Tensor,
+        empty: torch.Tensor,
+        pop: torch.Tensor | None,
+        seen: tuple[torch.Tensor, torch.Tensor] | None,
+        k: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Best ``k`` (scores, columns) per row over the columns of ``weights``, best first.
 
@@ -230,7 +284,7 @@ class Recommender:
         for lo in range(0, C, step):
             hi = min(C, lo + step)
             if states is None:
-                scores = torch.empty(B, hi - lo)
+                scores = torch.empty(B, hi - lo, dtype=weights.dtype)
             else:
                 scores = states @ weights[lo:hi].T  # (B, c)
             if pop is not None:
@@ -301,10 +355,12 @@ class Recommender:
         m = self.artifact.model
         return (
             f"Recommender({m.name}, n_items={self.n_items}, dim={m.dim}, max_len={m.max_len}, "
-            f"unknown={self.unknown!r}, empty={self.empty!r})"
+            f"unknown={self.unknown!r}, empty={self.empty!r}, item_precision={self.item_precision!r})"
         )
 
 
-def load(path: str | Path, *, unknown: str = "ignore", empty: str = "popularity") -> Recommender:
+def load(
+    path: str | Path, *, unknown: str = "ignore", empty: str = "popularity", item_precision: str = "float32"
+) -> Recommender:
     """``Recommender.load(path, ...)``."""
-    return Recommender.load(path, unknown=unknown, empty=empty)
+    return Recommender.load(path, unknown=unknown, empty=empty, item_precision=item_precision)

@@ -268,3 +268,18 @@ def test_chunked_scoring_gives_the_same_top_k(small_artifact):
             np.testing.assert_allclose(a.scores[row], b.scores[row], rtol=0, atol=1e-6)
             if not a.fallback[row]:  # popularity ties may order differently
                 assert a.items[row] == b.items[row]
+
+
+def test_bfloat16_scan_with_float32_rescoring_matches_float32(small_artifact):
+    exact = Recommender.load(small_artifact)
+    fast = Recommender.load(small_artifact, item_precision="bfloat16")
+    rng = np.random.default_rng(4)
+    histories = [[f"i{j}" for j in rng.integers(0, 50, rng.integers(0, 12))] for _ in range(20)]
+    for kwargs in ({"k": 5}, {"k": 5, "exclude_seen": True}, {"k": 3, "candidates": ["i1", "i2", "i3", "i4"]}):
+        a, b = exact.recommend(histories, **kwargs), fast.recommend(histories, **kwargs)
+        for row in range(len(histories)):
+            np.testing.assert_allclose(b.scores[row], a.scores[row], rtol=0, atol=1e-6)  # float32 scores
+            if not a.fallback[row]:
+                assert a.items[row] == b.items[row]
+    with pytest.raises(ValueError, match="item_precision"):
+        Recommender.load(small_artifact, item_precision="float16")
