@@ -79,3 +79,13 @@ def test_action_baselines_by_hand():
     assert action_markov(now, nxt, np.array([1]), 3)[0].tolist() == pytest.approx([3 / 8, 3 / 8, 2 / 8])
     rate = purchase_rate_by_last_action(np.array([1, 1, 2]), np.array([1.0, 0.0, 1.0]), np.array([1, 2, 3]), 3)
     assert rate.tolist() == pytest.approx([2 / 4, 2 / 3, 1 / 2])
+
+
+def test_prior_correction_divides_by_the_prior_and_renormalises():
+    from recsys.baselines.actions import prior_corrected
+
+    probs = np.array([[0.8, 0.2], [0.95, 0.05]])
+    out = prior_corrected(probs, np.array([0.9, 0.1]))
+    # row 0: (0.8/0.9, 0.2/0.1) = (0.889, 2) -> class 1 wins; row 1: (1.056, 0.5) -> class 0
+    assert out.argmax(1).tolist() == [1, 0]
+    assert out[0].tolist() == pytest.approx([0.8 / 0.9 / (0.8 / 0.9 + 2), 2 / (0.8 / 0.9 + 2)])

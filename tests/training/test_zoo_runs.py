@@ -87,7 +87,9 @@ def test_action_model_reports_next_action_and_purchase_beside_baselines(log, tmp
     report = _metrics(run)["next_action"]
     assert report["actions"] == ["buy", "cart", "pv"] and report["purchase_horizon"] == 2
     test = report["test"]
-    assert set(test["next_action"]) == {"model", "majority_class", "repeat_last_action", "action_markov"}
+    assert set(test["next_action"]) == {"model", "model_prior_corrected", "majority_class", "repeat_last_action",
+                                        "action_markov", "action_markov_prior_corrected"}
+    assert sum(report["train_next_action_distribution"].values()) == pytest.approx(1.0)
     assert test["next_action"]["model"]["n"] == 120
     assert set(test["next_action"]["model"]["roc_auc"]) == {"buy", "cart", "pv"}
     # the next action follows from the last item, which the model reads and the baselines do not
