@@ -63,6 +63,24 @@ ROWS = (
     Row("popularity", "Most popular", "(counting)", neural=False),
     Row("transitions", "Item-to-item transitions, popularity back-off", "(counting)", neural=False),
 )
+NOTES = (
+    "- All neural rows share the frozen SASRec-CE shape (d=64, 2 blocks, 1 head, max_len 50, dropout 0.2,",
+    "  Adam lr 1e-3, batch 128); only the loss, the attention mask or the named feature changes.",
+    "- `sampled` and `gbce` draw their 256 negatives once per batch, shared by every position (one",
+    "  (N, D) x (D, 256) product); `bce` draws one uniform negative per position, as SASRec did.",
+    "  Negatives equal to the target are dropped. Uniform negatives are drawn from all items, the",
+    "  user's own history included (SASRec excluded it; a draw hits one of h history items with",
+    "  probability h / 12,101).",
+    "- gBCE: beta = alpha (t (1 - 1/alpha) + 1/alpha), alpha = 256 / 12,100, t = 0.75 (gSASRec's",
+    "  default), loss averaged over the 257 scored items per position as in the paper's code.",
+    "- BERT4Rec: the SASRec blocks with a bidirectional mask, no extra output projection, the",
+    "  tied item table as output; training windows are the last 50 training items; at",
+    "  inference a [MASK] follows the last 49 items.",
+    "- Attributes: 637 S3-Rec attribute ids (categories + brand), mean-pooled and added to the item",
+    "  row in the input and in the output table.",
+    "- Baselines count training events only (the inputs and targets of training, never a",
+    "  validation or test target).",
+)
 # Cheap rows and the rows the checks need first, so a partial regeneration is useful.
 RUN_ORDER = ("popularity", "transitions", "sasrec-ce", "sasrec-gbce", "sasrec-bce", "sasrec-sampled",
              "bert4rec-ce", "sasrec-ce-attributes", "sasrec-ce-nopos", "sasrec-ce_chunked")
@@ -142,7 +160,7 @@ def table() -> str:
         )
     for name, why in NOT_RUN:
         lines.append(f"| {name} | (counting) | - | not applicable | | | | | |")
-    lines += ["", *(f"- **{name}:** {why}" for name, why in NOT_RUN), ""]
+    lines += ["", *(f"- **{name}:** {why}" for name, why in NOT_RUN), *NOTES, ""]
     lines += checks(done)
     commits = sorted({m.get("git_commit") or "?" for m in done.values()})
     lines += ["", f"Runs: {len(done)} of {len(ROWS)} rows finished; code at {', '.join(commits)}; "
