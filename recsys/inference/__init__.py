@@ -5,16 +5,18 @@ services import this; ``tests/inference/test_import_weight.py`` proves it). The 
 service lives in ``recsys.inference.http`` and is not imported here.
 """
 
-from recsys.inference.artifact import Artifact, load_artifact, random_artifact, save_artifact
+from recsys.inference.artifact import ActionSpec, Artifact, load_artifact, random_artifact, save_artifact
 from recsys.inference.export import export_onnx, export_run
 from recsys.inference.inputs import EMPTY_POLICIES, UNKNOWN_POLICIES, EmptyHistoryError, UnknownItemError
 from recsys.inference.onnx_runtime import OnnxRecommender
-from recsys.inference.recommender import Recommendations, Recommender, load
+from recsys.inference.recommender import NextAction, Recommendations, Recommender, load
 
 __all__ = [
+    "ActionSpec",
     "Artifact",
     "EMPTY_POLICIES",
     "EmptyHistoryError",
+    "NextAction",
     "OnnxRecommender",
     "Recommendations",
     "Recommender",

@@ -28,15 +28,14 @@ from safetensors.torch import load_file, save_file
 from recsys.config import ModelConfig
 from recsys.data.vocab import Vocab
 from recsys.errors import ArtifactError
-from recsys.nn.encoder import build_encoder
+from recsys.nn.encoder import ENCODERS, build_encoder
+from recsys.nn.heads import ActionHeads
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 MANIFEST = "artifact.json"
 ONNX_FILE = "model.onnx"
-#: Models whose user state is the encoder output at the newest position (causal,
-#: next-item objective, items only). Others need inference code of their own.
-SUPPORTED_MODELS = ("sasrec",)
+HEADS_PREFIX = "heads."  # action-head tensors share the weights file under this prefix
 
 # First bytes of formats that unpickle on load: a raw pickle (protocol 2+ opens with
 # PROTO 0x80) and torch.save's zip container. Named only to refuse them clearly.
@@ -45,12 +44,29 @@ _ZIP_MAGIC = b"PK\x03\x04"
 
 
 @dataclass(frozen=True)
+class ActionSpec:
+    """Action types (view, cart, buy...) of a model trained on a log with ``data.event_col``.
+
+    ``names[i]`` is action id ``i + 1`` (0 = padding). ``reads`` says whether the encoder
+    embeds the action of each history event (``model.use_actions``), in which case every
+    request must carry the actions; ``purchase_horizon`` > 0 when a purchase head exists
+    (probability that ``purchase_event`` happens within the next that many events).
+    """
+
+    names: tuple[str, ...]
+    reads: bool
+    purchase_event: str | None = None
+    purchase_horizon: int = 0
+
+
+@dataclass(frozen=True)
 class Artifact:
     """Weights + everything that builds and describes them.
 
     ``state_dict`` holds the encoder's tensors (keys as in ``SASRecEncoder.state_dict()``,
-    no ``encoder.`` prefix). ``item_counts`` has ``n_items + 1`` entries indexed by token
-    id (entry 0, PAD, is 0), or is ``None`` when the exporter had no training data.
+    no ``encoder.`` prefix); ``heads_state`` the next-action heads' (``ActionHeads``), empty
+    without. ``item_counts`` has ``n_items + 1`` entries indexed by token id (entry 0, PAD,
+    is 0), or is ``None`` when the exporter had no training data.
     """
 
     model: ModelConfig
@@ -61,20 +77,52 @@ class Artifact:
     metrics: dict[str, Any] = field(default_factory=dict)
     recsys_version: str = ""
     onnx: dict[str, Any] | None = None  # how model.onnx was exported, when the folder holds one
+    actions: ActionSpec | None = None
+    heads_state: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def mask_token(self) -> int | None:
+        """[MASK] id appended after the history for cloze models (BERT4Rec), else None."""
+        spec = ENCODERS.get(self.model.name)
+        return self.vocab.mask_id if spec is not None and spec.objective == "cloze" else None
+
+    def _item_attributes(self) -> list[list[int]] | None:
+        """Per-item attribute bags, read back from the encoder's own CSR buffers."""
+        if "attr_ids" not in self.state_dict:
+            return None
+        ids = self.state_dict["attr_ids"].tolist()
+        offsets = self.state_dict["attr_offsets"].tolist()  # over tokens 0..n+1
+        return [ids[offsets[t] : offsets[t + 1]] for t in range(1, self.vocab.n_items + 1)]
 
     def build_encoder(self) -> torch.nn.Module:
         """The encoder with these weights, in eval mode (dropout off)."""
-        if self.model.name not in SUPPORTED_MODELS:
+        if self.model.name not in ENCODERS:
             raise ArtifactError(
-                f"recsys.inference serves {SUPPORTED_MODELS} models (user state = output at the newest "
-                f"item); model {self.model.name!r} is not supported yet"
+                f"model {self.model.name!r} is not a neural encoder ({sorted(ENCODERS)}); recsys.inference "
+                "serves encoders only"
             )
-        encoder = build_encoder(self.model, self.vocab.n_items)
+        n_events = len(self.actions.names) if self.actions is not None and self.actions.reads else 0
         try:
+            encoder = build_encoder(
+                self.model, self.vocab.n_items, n_events=n_events, item_attributes=self._item_attributes()
+            )
             encoder.load_state_dict(self.state_dict, strict=True)
-        except RuntimeError as exc:
+        except (RuntimeError, ValueError, KeyError) as exc:
             raise ArtifactError(f"weights do not fit the model config {self.model}: {exc}") from exc
         return encoder.eval()
+
+    def build_heads(self) -> ActionHeads | None:
+        """The next-action (and purchase) heads, or None when the model has none."""
+        if not self.heads_state:
+            return None
+        if self.actions is None:
+            raise ArtifactError("the artifact has action-head weights but no action types")
+        heads = ActionHeads(self.model.dim, len(self.actions.names), purchase=self.actions.purchase_horizon > 0)
+        try:
+            heads.load_state_dict(self.heads_state, strict=True)
+        except RuntimeError as exc:
+            raise ArtifactError(f"action-head weights do not fit {len(self.actions.names)} action types: {exc}") from exc
+        return heads.eval()
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -83,6 +131,7 @@ class Artifact:
             "model": dataclasses.asdict(self.model),
             "weights": WEIGHTS,
             "vocab": {"pad_id": self.vocab.pad_id, "mask_id": self.vocab.mask_id, "items": list(self.vocab.items)},
+            "actions": None if self.actions is None else dataclasses.asdict(self.actions),
             "item_counts": None if self.item_counts is None else self.item_counts.tolist(),
             "dataset": self.dataset,
             "metrics": self.metrics,
@@ -113,12 +162,14 @@ def save_artifact(artifact: Artifact, out: str | Path, overwrite: bool = False, 
             f"got shape {artifact.item_counts.shape}"
         )
     artifact.build_encoder()  # refuse to write weights that do not fit the config
+    artifact.build_heads()
     if not artifact.recsys_version:
         artifact = dataclasses.replace(artifact, recsys_version=_library_version())
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in artifact.state_dict.items()}
+        tensors.update({HEADS_PREFIX + k: v.detach().to("cpu").contiguous() for k, v in artifact.heads_state.items()})
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "recsys", "format_version": str(FORMAT_VERSION)})
         manifest = artifact.manifest()
         if onnx_k is not None:
@@ -219,6 +270,14 @@ def load_artifact(path: str | Path) -> Artifact:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ArtifactError(f"{weights} is not a valid safetensors file: {exc}") from exc
+    heads = {k[len(HEADS_PREFIX) :]: state.pop(k) for k in [k for k in state if k.startswith(HEADS_PREFIX)]}
+    actions = None
+    if doc.get("actions") is not None:
+        try:
+            spec = dict(doc["actions"])
+            actions = ActionSpec(**{**spec, "names": tuple(spec["names"])})
+        except (TypeError, KeyError) as exc:
+            raise ArtifactError(f"{path / MANIFEST}: malformed 'actions': {exc}") from exc
     artifact = Artifact(
         model=model,
         vocab=vocab,
@@ -228,8 +287,11 @@ def load_artifact(path: str | Path) -> Artifact:
         metrics=doc.get("metrics") or {},
         recsys_version=doc.get("recsys_version", ""),
         onnx=doc.get("onnx"),
+        actions=actions,
+        heads_state=heads,
     )
     artifact.build_encoder()  # shapes and keys must fit the config
+    artifact.build_heads()
     return artifact
 
 

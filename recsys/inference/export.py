@@ -28,10 +28,11 @@ from torch import nn
 from recsys.config import ExperimentConfig
 from recsys.data.vocab import Vocab
 from recsys.errors import ArtifactError
-from recsys.inference.artifact import Artifact, save_artifact
+from recsys.inference.artifact import ActionSpec, Artifact, save_artifact
 from recsys.nn.heads import last_state, score_items
 
 CHECKPOINT = Path("checkpoints") / "best.ckpt"
+EVENT_VOCAB = "events.json"  # action types of a run on a log with data.event_col
 ONNX_OPSET = 18
 ONNX_INPUTS = ("inputs", "exclude")
 ONNX_OUTPUTS = ("token_ids", "scores")
@@ -52,10 +53,21 @@ def read_run(run_dir: str | Path, item_counts: np.ndarray | None = None) -> Arti
         ckpt = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, zip errors...: all mean "not a safe checkpoint"
         raise ArtifactError(f"{run_dir / CHECKPOINT} cannot be loaded safely (weights_only=True): {exc}") from exc
-    prefix = "encoder."
-    state = {k[len(prefix) :]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith(prefix)}
+    weights = ckpt.get("state_dict", {})
+    state = {k[len("encoder.") :]: v for k, v in weights.items() if k.startswith("encoder.")}
+    heads = {k[len("heads.") :]: v for k, v in weights.items() if k.startswith("heads.")}
     if not state:
-        raise ArtifactError(f"{run_dir / CHECKPOINT} holds no encoder weights")
+        raise ArtifactError(f"{run_dir / CHECKPOINT} holds no encoder weights (baselines are not exported)")
+    actions = None
+    if (run_dir / EVENT_VOCAB).is_file():
+        names = tuple(json.loads((run_dir / EVENT_VOCAB).read_text(encoding="utf-8"))["names"])
+        purchase = cfg.train.purchase_horizon > 0 and "purchase.weight" in heads
+        actions = ActionSpec(
+            names=names,
+            reads=bool(cfg.model.use_actions),
+            purchase_event=cfg.train.purchase_event if purchase else None,
+            purchase_horizon=cfg.train.purchase_horizon if purchase else 0,
+        )
     return Artifact(
         model=cfg.model,
         vocab=vocab,
@@ -63,6 +75,8 @@ def read_run(run_dir: str | Path, item_counts: np.ndarray | None = None) -> Arti
         item_counts=item_counts,
         dataset=dict(recorded.get("dataset", {}), split=cfg.data.split),
         metrics={key: recorded[key] for key in ("valid", "test", "protocol", "exclude_seen") if key in recorded},
+        actions=actions,
+        heads_state=heads,
     )
 
 
@@ -122,6 +136,9 @@ def export_onnx(artifact: Artifact, path: str | Path, k: int = 10) -> dict[str, 
     """
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= artifact.vocab.n_items:
         raise ValueError(f"onnx k must be an int in 1..n_items={artifact.vocab.n_items}, got {k!r}")
+    if artifact.actions is not None and artifact.actions.reads:
+        raise ValueError("ONNX export covers item-only inputs; this model also reads action types (serve it "
+                         "with Recommender, or train with model.use_actions=false)")
     try:
         import onnxscript  # noqa: F401  (the dynamo exporter needs it; fail with a clear message)
     except ImportError as exc:

@@ -7,7 +7,12 @@ Endpoints (JSON):
   "candidates": null}`` -> ``{"items", "scores", "n_unknown", "fallback"}`` (see
   ``Recommendations``);
 - ``POST /score`` ``{"history": ["a", "b"], "items": ["c", "d"]}`` -> ``{"scores": [...]}``,
-  with ``null`` for items outside the vocabulary (JSON has no ``-inf``).
+  with ``null`` for items outside the vocabulary (JSON has no ``-inf``);
+- ``POST /next_action`` ``{"history": ["a", "b"]}`` -> ``NextAction.to_dict()``, for models
+  with an action head (501 otherwise).
+
+Models that read action types take ``"actions"`` (names aligned with the histories) in
+every request.
 
 Requests are validated strictly (item ids must be JSON strings, unknown fields are
 refused): a malformed request gets 422 with pydantic's reason; an unknown id or empty
@@ -42,11 +47,18 @@ class RecommendRequest(_Strict):
     k: int = Field(10, ge=1, le=MAX_K)
     exclude_seen: bool = False
     candidates: list[str] | None = Field(None, min_length=1, max_length=MAX_ITEMS)
+    actions: list[list[str]] | None = None
 
 
 class ScoreRequest(_Strict):
     history: list[str] = Field(max_length=MAX_HISTORY)
     items: list[str] = Field(min_length=1, max_length=MAX_ITEMS)
+    actions: list[str] | None = None
+
+
+class NextActionRequest(_Strict):
+    history: list[str] = Field(max_length=MAX_HISTORY)
+    actions: list[str] | None = None
 
 
 def create_app(recommender: Recommender) -> FastAPI:
@@ -57,6 +69,8 @@ def create_app(recommender: Recommender) -> FastAPI:
     def _refuse(exc: Exception) -> HTTPException:
         return HTTPException(status_code=400, detail=str(exc))
 
+    refused = (UnknownItemError, EmptyHistoryError, ValueError)  # policies, action mismatches
+
     @app.get("/health")
     def health() -> dict:
         return {
@@ -66,6 +80,7 @@ def create_app(recommender: Recommender) -> FastAPI:
             "dataset": {k: artifact.dataset.get(k) for k in ("name", "fingerprint")},
             "recsys_version": artifact.recsys_version,
             "policies": {"unknown": recommender.unknown, "empty": recommender.empty},
+            "actions": {"types": list(recommender.action_types), "required": recommender.reads_actions},
             "stats": recommender.stats(),
         }
 
@@ -75,19 +90,32 @@ def create_app(recommender: Recommender) -> FastAPI:
             raise HTTPException(status_code=422, detail=f"a history may hold at most {MAX_HISTORY} items")
         try:
             out = recommender.recommend(
-                request.histories, k=request.k, exclude_seen=request.exclude_seen, candidates=request.candidates
+                request.histories,
+                k=request.k,
+                exclude_seen=request.exclude_seen,
+                candidates=request.candidates,
+                actions=request.actions,
             )
-        except (UnknownItemError, EmptyHistoryError) as exc:
+        except refused as exc:
             raise _refuse(exc) from None
         return out.to_dict()
 
     @app.post("/score")
     def score(request: ScoreRequest) -> dict:
         try:
-            values = recommender.score(request.history, request.items)
-        except (UnknownItemError, EmptyHistoryError) as exc:
+            values = recommender.score(request.history, request.items, actions=request.actions)
+        except refused as exc:
             raise _refuse(exc) from None
         return {"scores": [None if math.isinf(v) else float(v) for v in values.tolist()]}
+
+    @app.post("/next_action")
+    def next_action(request: NextActionRequest) -> dict:
+        try:
+            return recommender.next_action(request.history, actions=request.actions).to_dict()
+        except NotImplementedError as exc:
+            raise HTTPException(status_code=501, detail=str(exc)) from None
+        except refused as exc:
+            raise _refuse(exc) from None
 
     return app
 

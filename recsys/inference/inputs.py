@@ -108,35 +108,83 @@ def encode_ids(vocab: Vocab, ids: Sequence[str], unknown: str, where: str) -> tu
 class EncodedBatch:
     """Histories as the encoder reads them.
 
-    ``inputs`` keeps each history's newest ``max_len`` known items, left-padded to the
-    longest kept history of the batch (not to ``max_len``: positions count back from
-    the newest item, so the narrower batch gives the same states for less work).
+    ``inputs`` keeps each history's newest known items (``max_len`` of them, or
+    ``max_len - 1`` and a [MASK] in the last column for cloze models), left-padded to the
+    longest kept history of the batch rather than to ``max_len``: positions count back
+    from the newest item, so the narrower batch gives the same states for less work.
     """
 
-    inputs: np.ndarray  # (B, L) int64, PAD_ID on the left; L = max(1, longest kept history)
+    inputs: np.ndarray  # (B, L) int64, PAD_ID on the left
     lengths: np.ndarray  # (B,) int64 known items kept per history (0: empty history)
     n_unknown: np.ndarray  # (B,) int64 unknown ids dropped per history
     seen: list[np.ndarray]  # every known token of each whole history (before truncation)
+    events: np.ndarray | None = None  # (B, L) int64 action ids aligned with inputs (0: none)
 
     @property
     def empty(self) -> np.ndarray:
         return self.lengths == 0  # (B,) bool
 
 
-def encode_batch(vocab: Vocab, histories: Sequence[Sequence[str]], max_len: int, unknown: str) -> EncodedBatch:
-    """Checked raw-id histories -> ``EncodedBatch``. Long histories lose their oldest items."""
-    seen, n_unknown = [], []
+def check_actions(actions: object, histories: Sequence[Sequence[str]], names: tuple[str, ...]) -> list[np.ndarray]:
+    """Action ids (1-based) per history; ``actions`` must mirror ``histories`` in shape."""
+    if isinstance(actions, (str, bytes)) or not isinstance(actions, (list, tuple)):
+        raise TypeError(f"actions must be a list of lists of action names, got {type(actions).__name__}")
+    if len(actions) != len(histories):
+        raise ValueError(f"actions has {len(actions)} rows for {len(histories)} histories")
+    index = {name: i + 1 for i, name in enumerate(names)}
+    out = []
+    for i, (row, history) in enumerate(zip(actions, histories)):
+        check_ids(row, f"actions[{i}]")
+        if len(row) != len(history):
+            raise ValueError(f"actions[{i}] has {len(row)} entries for a history of {len(history)} items")
+        try:
+            out.append(np.fromiter((index[a] for a in row), dtype=np.int64, count=len(row)))
+        except KeyError as exc:
+            raise ValueError(f"actions[{i}]: unknown action type {exc.args[0]!r}; the model knows {list(names)}") from None
+    return out
+
+
+def encode_batch(
+    vocab: Vocab,
+    histories: Sequence[Sequence[str]],
+    max_len: int,
+    unknown: str,
+    mask_token: int | None = None,
+    actions: list[np.ndarray] | None = None,
+) -> EncodedBatch:
+    """Checked raw-id histories -> ``EncodedBatch``. Long histories lose their oldest items.
+
+    ``actions`` (from ``check_actions``) follow their items: an ignored unknown item
+    drops its action too.
+    """
+    seen, n_unknown, kept_events = [], [], []
     for i, history in enumerate(histories):
-        tokens, missing = encode_ids(vocab, history, unknown, f"histories[{i}]")
+        if unknown == "raise":
+            tokens, missing = encode_ids(vocab, history, "raise", f"histories[{i}]")
+            keep = None
+        else:
+            tokens = vocab.encode(history, unknown=PAD_ID)
+            keep = tokens != PAD_ID
+            tokens = tokens[keep]
+            missing = len(keep) - len(tokens)
         seen.append(tokens)
         n_unknown.append(missing)
-    lengths = np.fromiter((min(len(t), max_len) for t in seen), dtype=np.int64, count=len(seen))
-    width = max(1, int(lengths.max(initial=0)))
+        if actions is not None:
+            kept_events.append(actions[i] if keep is None else actions[i][keep])
+    window = max_len if mask_token is None else max_len - 1
+    lengths = np.fromiter((min(len(t), window) for t in seen), dtype=np.int64, count=len(seen))
+    width = max(1, int(lengths.max(initial=0))) if mask_token is None else int(lengths.max(initial=0)) + 1
     inputs = np.full((len(seen), width), PAD_ID, dtype=np.int64)  # (B, L)
+    events = None if actions is None else np.zeros((len(seen), width), dtype=np.int64)
+    end = width if mask_token is None else width - 1  # cloze: the last column is [MASK]
     for row, (tokens, n) in enumerate(zip(seen, lengths)):
         if n:
-            inputs[row, width - n :] = tokens[len(tokens) - n :]
-    return EncodedBatch(inputs, lengths, np.asarray(n_unknown, dtype=np.int64), seen)
+            inputs[row, end - n : end] = tokens[len(tokens) - n :]
+            if events is not None:
+                events[row, end - n : end] = kept_events[row][len(tokens) - n :]
+    if mask_token is not None:
+        inputs[:, -1] = mask_token
+    return EncodedBatch(inputs, lengths, np.asarray(n_unknown, dtype=np.int64), seen, events)
 
 
 def unique_tokens(vocab: Vocab, ids: Sequence[str], unknown: str, where: str) -> tuple[np.ndarray, int]:

@@ -54,6 +54,7 @@ class OnnxRecommender:
         if empty == "popularity" and artifact.item_counts is None:
             raise ArtifactError("artifact holds no popularity counts; use empty='raise'")
         self.artifact, self.vocab = artifact, artifact.vocab
+        self._mask_token = artifact.mask_token  # cloze models: [MASK] after the history, as in Recommender
         self.max_len, self.k_max = artifact.model.max_len, int(artifact.onnx["k"])
         options = ort.SessionOptions()
         if num_threads:
@@ -100,7 +101,7 @@ class OnnxRecommender:
         if k > self.k_max:
             raise ValueError(f"k={k} exceeds the k={self.k_max} this ONNX graph was exported with; re-export with "
                              "a larger --onnx-k")
-        batch = encode_batch(self.vocab, check_batch(histories), self.max_len, self.unknown)
+        batch = encode_batch(self.vocab, check_batch(histories), self.max_len, self.unknown, self._mask_token)
         empty = batch.empty
         if self.empty == "raise" and empty.any():
             row = int(np.flatnonzero(empty)[0])

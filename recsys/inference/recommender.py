@@ -16,7 +16,8 @@ Policies, fixed when the recommender is built:
   without counts with ``empty="popularity"`` is an ``ArtifactError``.
 
 Histories longer than the model's ``max_len`` keep their newest ``max_len`` known items
-(the model never saw longer windows). ``exclude_seen`` removes every item of the whole
+(the model never saw longer windows; cloze models such as BERT4Rec keep ``max_len - 1``
+and read a [MASK] after them, as in evaluation). ``exclude_seen`` removes every item of the whole
 history, including items truncated away. ``k`` larger than the number of candidates is
 clamped: a row holds ``min(k, candidates left)`` items, never padding.
 
@@ -26,6 +27,10 @@ a shortlist of ``max(4k, k + 32)`` items in float32, so returned scores stay exa
 top-k can differ from float32's only when an exact top-k item falls outside that shortlist
 (measured in ``benchmarks/SERVING.md``). ``score`` and the embeddings are always float32.
 
+Models trained on logs with action types (``data.event_col``) may read the action of
+every event (``model.use_actions``): their requests pass ``actions``, names aligned with
+the histories; ``next_action`` answers from the next-action (and purchase) heads.
+
 Thread safety: the model is read-only after construction and every call runs under
 ``torch.inference_mode``; the only shared mutable state, the counters behind ``stats()``,
 sits behind a lock. One ``Recommender`` can serve many threads.
@@ -33,6 +38,7 @@ sits behind a lock. One ``Recommender`` can serve many threads.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +56,7 @@ from recsys.inference.inputs import (
     UNKNOWN_POLICIES,
     EmptyHistoryError,
     EncodedBatch,
+    check_actions,
     check_batch,
     check_flag,
     check_ids,
@@ -84,6 +91,19 @@ class Recommendations:
         }
 
 
+@dataclass(frozen=True)
+class NextAction:
+    """What the next event of a history will be, for models with an action head."""
+
+    probabilities: dict[str, float]  # action type -> probability, summing to 1
+    purchase_probability: float | None  # P(purchase_event within purchase_horizon events), if the model has it
+    purchase_event: str | None
+    purchase_horizon: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 class Recommender:
     """Top-k recommendation, candidate scoring and embeddings for raw-id histories."""
 
@@ -110,6 +130,9 @@ class Recommender:
         self.vocab = artifact.vocab
         self.max_len = artifact.model.max_len
         self._encoder = artifact.build_encoder().requires_grad_(False)
+        self._heads = artifact.build_heads()
+        self._mask_token = artifact.mask_token  # cloze models read a [MASK] after the history
+        self._actions = artifact.actions
         self._item_w = self._encoder.item_weights().detach()  # (n, D) view of rows 1..n
         # Optional half-size copy for the full-catalogue scan (memory-bound at 1M items);
         # its shortlist is rescored in float32, so returned scores are always float32.
@@ -155,9 +178,30 @@ class Recommender:
             for key, value in deltas.items():
                 self._stats[key] += int(value)
 
+    @property
+    def action_types(self) -> tuple[str, ...]:
+        """Action names the model knows (empty for item-only models)."""
+        return () if self._actions is None else self._actions.names
+
+    @property
+    def reads_actions(self) -> bool:
+        """True when every request must pass ``actions`` aligned with its histories."""
+        return self._actions is not None and self._actions.reads
+
     # ---- shared steps ------------------------------------------------------------------
-    def _encode(self, histories: object) -> EncodedBatch:
-        batch = encode_batch(self.vocab, check_batch(histories), self.max_len, self.unknown)
+    def _encode(self, histories: object, actions: object = None) -> EncodedBatch:
+        histories = check_batch(histories)
+        action_ids = None
+        if self.reads_actions:
+            if actions is None:
+                raise ValueError(
+                    f"this model reads the action type of every event: pass actions=[[...], ...] aligned with "
+                    f"the histories, with names from {list(self.action_types)}"
+                )
+            action_ids = check_actions(actions, histories, self.action_types)
+        elif actions is not None:
+            raise ValueError("this model does not read action types; leave actions=None")
+        batch = encode_batch(self.vocab, histories, self.max_len, self.unknown, self._mask_token, action_ids)
         empty = batch.empty
         if self.empty == "raise" and empty.any():
             row = int(np.flatnonzero(empty)[0])
@@ -169,8 +213,10 @@ class Recommender:
         return batch
 
     def _user_states(self, batch: EncodedBatch) -> torch.Tensor:
-        """(B, D) state after each history's newest item. Call under inference_mode."""
-        return last_state(self._encoder(torch.from_numpy(batch.inputs)))  # (B, D)
+        """(B, D) state after each history's newest item (or at the [MASK] after it, for
+        cloze models). Call under inference_mode."""
+        events = None if batch.events is None else torch.from_numpy(batch.events)
+        return last_state(self._encoder(torch.from_numpy(batch.inputs), events))  # (B, D)
 
     # ---- public API --------------------------------------------------------------------
     def recommend(
@@ -179,12 +225,15 @@ class Recommender:
         k: int = 10,
         exclude_seen: bool = False,
         candidates: Sequence[str] | None = None,
+        actions: Sequence[Sequence[str]] | None = None,
     ) -> Recommendations:
         """Top ``k`` items for each history (a list of lists of raw ids, oldest first).
 
         ``candidates`` (raw ids, shared by all histories) restricts the answer to those
         items; ``exclude_seen`` drops every item the history holds. ``k`` above the number
-        of items left is clamped, so rows can be shorter than ``k``.
+        of items left is clamped, so rows can be shorter than ``k``. ``actions`` (action
+        names aligned with ``histories``) is required by models that read action types
+        and refused by the others.
         """
         k = check_k(k)
         exclude_seen = check_flag("exclude_seen", exclude_seen)
@@ -192,7 +241,7 @@ class Recommender:
         if candidates is not None:
             cand, missing = unique_tokens(self.vocab, check_ids(candidates, "candidates"), self.unknown, "candidates")
             self._count(unknown_candidates=missing)
-        batch = self._encode(histories)
+        batch = self._encode(histories, actions)
         B, empty = len(batch.lengths), batch.empty
         with torch.inference_mode():
             weights = self._item_w if cand is None else self._item_w[torch.from_numpy(cand - 1)]  # (C, D)
@@ -301,13 +350,15 @@ class Recommender:
         top = torch.topk(values, k)
         return top.values, columns.gather(1, top.indices)
 
-    def score(self, history: Sequence[str], items: Sequence[str]) -> np.ndarray:
+    def score(
+        self, history: Sequence[str], items: Sequence[str], actions: Sequence[str] | None = None
+    ) -> np.ndarray:
         """Scores (len(items),) float32 of ``items`` for one history, for re-ranking.
 
         An unknown item scores ``-inf`` under ``unknown="ignore"``. An empty history scores
         items by training counts under ``empty="popularity"``.
         """
-        batch = self._encode([check_ids(history, "history")])
+        batch = self._encode([check_ids(history, "history")], None if actions is None else [actions])
         tokens = self.vocab.encode(check_ids(items, "items"), unknown=0)
         known = tokens != 0
         if self.unknown == "raise" and not known.all():
@@ -325,13 +376,15 @@ class Recommender:
         out[known] = values.numpy()
         return out
 
-    def user_embeddings(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
+    def user_embeddings(
+        self, histories: Sequence[Sequence[str]], actions: Sequence[Sequence[str]] | None = None
+    ) -> np.ndarray:
         """(B, D) float32 user states; ``user_embeddings(h) @ item_embeddings().T`` are the scores.
 
         An empty history gives a zero vector under ``empty="popularity"`` (no personal
         signal: every item scores 0) and raises under ``empty="raise"``.
         """
-        batch = self._encode(histories)
+        batch = self._encode(histories, actions)
         with torch.inference_mode():
             states = self._user_states(batch)  # (B, D)
             states[torch.from_numpy(batch.empty)] = 0.0
@@ -343,12 +396,30 @@ class Recommender:
         view.flags.writeable = False
         return view
 
-    def next_action(self, history: Sequence[str]) -> Any:
-        """Next action type (view, cart, buy...) for models with an action head."""
-        raise NotImplementedError(
-            f"next_action needs a model with an action head; this artifact's model "
-            f"({self.artifact.model.name!r}) predicts the next item only, and recsys trains no "
-            "action head yet"
+    def next_action(self, history: Sequence[str], actions: Sequence[str] | None = None) -> NextAction:
+        """Action type of the history's next event (and the purchase probability, if the
+        model has a purchase head). Needs a model trained with ``data.event_col``.
+
+        A history with no known item raises ``EmptyHistoryError`` whatever ``empty`` says:
+        there is no popularity fallback for actions.
+        """
+        if self._heads is None:
+            raise NotImplementedError(
+                "next_action needs a model with an action head (trained on a log with data.event_col); "
+                f"this artifact's {self.artifact.model.name!r} model predicts the next item only"
+            )
+        batch = self._encode([check_ids(history, "history")], None if actions is None else [actions])
+        if batch.empty[0]:
+            raise EmptyHistoryError("next_action needs at least one known item in the history")
+        with torch.inference_mode():
+            logits, purchase = self._heads(self._user_states(batch))  # (1, E), (1,) | None
+            probs = logits.softmax(dim=-1)[0].tolist()
+        spec = self._actions
+        return NextAction(
+            probabilities=dict(zip(spec.names, probs)),
+            purchase_probability=None if purchase is None else float(purchase.sigmoid()[0]),
+            purchase_event=spec.purchase_event if purchase is not None else None,
+            purchase_horizon=spec.purchase_horizon if purchase is not None else 0,
         )
 
     def __repr__(self) -> str:

@@ -74,3 +74,43 @@ def onnx_artifact(tmp_path_factory) -> Path:
     """Random weights with model.onnx returning every item (k = n_items) for full parity checks."""
     art = random_artifact(40, SMALL_MODEL, seed=2)
     return save_artifact(art, tmp_path_factory.mktemp("onnx") / "art", onnx_k=40)
+
+
+def _action(item: int) -> str:
+    return "buy" if item % 5 == 0 else "cart" if item % 5 == 4 else "view"
+
+
+@pytest.fixture(scope="session")
+def zoo_run(tmp_path_factory) -> Path:
+    """SASRec reading action types, with item attributes and next-action + purchase heads:
+    the optional inputs and heads of the zoo in one small run (actions are causal-only)."""
+    import json
+
+    from recsys.config import ExperimentConfig
+    from recsys.training.run import fit
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("zoo")
+    rng = np.random.default_rng(1)
+    rows = ["user_id,item_id,action,timestamp"]
+    for u in range(60):
+        start, length = rng.integers(N_ITEMS), rng.integers(4, 12)
+        for j in range(length):
+            item = (start + j) % N_ITEMS
+            rows.append(f"u{u},item{item:02d},{_action(item)},{1000 + 60 * j}")
+    (root / "events.csv").write_text("\n".join(rows) + "\n")
+    (root / "attrs.json").write_text(json.dumps({f"item{i:02d}": [f"c{i % 3}", f"b{i % 4}"] for i in range(N_ITEMS)}))
+    cfg = ExperimentConfig.from_dict(
+        {
+            "name": "zoo",
+            "seed": 5,
+            "output_dir": str(root / "runs"),
+            "data": {"name": "planted-actions", "format": "csv", "path": str(root / "events.csv"),
+                     "event_col": "action", "item_attributes": str(root / "attrs.json")},
+            "model": {"name": "sasrec", "dim": 16, "n_blocks": 1, "n_heads": 2, "max_len": 6, "dropout": 0.1},
+            "train": {"batch_size": 16, "lr": 0.01, "max_epochs": 1, "patience": 5, "progress_bar": False,
+                      "purchase_horizon": 2, "purchase_event": "buy"},
+            "eval": {"ks": [1, 10], "monitor": "ndcg@10"},
+        }
+    )
+    return fit(cfg, run_dir=root / "run").run_dir

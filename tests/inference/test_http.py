@@ -144,3 +144,25 @@ def test_recsys_serve_command_answers_on_loopback(small_artifact):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_next_action_endpoint(served, zoo_run, tmp_path):
+    from recsys.cli import main
+    from recsys.inference.http import create_app
+
+    _, client = served
+    reply = client.post("/next_action", json={"history": ["i1"]})
+    assert reply.status_code == 501 and "action head" in reply.json()["detail"]
+    out = tmp_path / "zoo"
+    assert main(["export", str(zoo_run), "--out", str(out), "--no-popularity"]) == 0
+    rec = Recommender.load(out, empty="raise")
+    with running_server(create_app(rec)) as url, _client(url) as zoo_client:
+        body = {"history": ["item01", "item02"], "actions": ["view", "cart"]}
+        reply = zoo_client.post("/next_action", json=body)
+        assert reply.status_code == 200, reply.text
+        expected = rec.next_action(["item01", "item02"], ["view", "cart"])
+        assert reply.json()["probabilities"] == pytest.approx(expected.probabilities)
+        reply = zoo_client.post("/recommend", json={"histories": [["item01"]], "actions": [["view", "buy"]]})
+        assert reply.status_code == 400 and "2 entries for a history of 1" in reply.json()["detail"]
+        reply = zoo_client.post("/recommend", json={"histories": [["item01"]]})
+        assert reply.status_code == 400 and "reads the action type" in reply.json()["detail"]
