@@ -115,6 +115,35 @@ def _leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    import time
+
+    from recsys.tuning.storage import redact
+    from recsys.tuning.study import prepare, tune, worker_main
+
+    setup = prepare(args.config, args.space, args.trials, args.timeout, args.storage, args.study)
+    if args.worker_index is not None:
+        return worker_main(setup, args.worker_index)
+    started = time.perf_counter()
+    result = tune(setup, workers=args.workers)
+    c = result.counts
+    print(f"\nstudy {result.name} in {result.study_dir} ({c['finished']} finished: {c['complete']} complete, "
+          f"{c['pruned']} pruned; {c['fail']} failed), {time.perf_counter() - started:.0f}s")
+    if result.best is not None:
+        b = result.best
+        print(f"best trial {b['trial']}: valid {setup.monitor} {b['value']:.4f} with "
+              + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in b["params"].items()))
+        print(f"best config: {b['config']}  (refit: recsys fit --config {b['config']})")
+    print(f"report: {result.study_dir}/trials.csv and plots; dashboard: optuna-dashboard {redact(result.storage_url)}")
+    for error in result.worker_errors:
+        print(f"recsys: warning: {error}", file=sys.stderr)
+    if not result.complete:
+        print(f"recsys: {c['finished']} of {setup.n_trials} trials finished; re-run the same command to resume",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description="Sequential recommendation experiments.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,6 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="ndcg@10", help="headline metric (hr|ndcg|mrr@K)")
     p.add_argument("--refresh-cards", action="store_true", help="recompute dataset cards from the data")
     p.set_defaults(func=_leaderboard)
+    p = sub.add_parser("tune", help="Optuna search over config keys; exports the best trial as a config")
+    p.add_argument("--config", type=Path, required=True, help="base experiment YAML")
+    p.add_argument("--space", type=Path, required=True, help="search space YAML (see recsys.tuning.space)")
+    p.add_argument("--trials", type=int, default=None,
+                   help="finished (complete + pruned) trials the whole study should hold, over all workers and re-runs")
+    p.add_argument("--timeout", type=float, default=None, help="seconds after which no worker starts a new trial")
+    p.add_argument("--storage", default=None,
+                   help="SQLAlchemy URL (default: sqlite:///<output_dir>/studies/<study>/study.db; "
+                        "postgresql://user:pass@host/db for many machines)")
+    p.add_argument("--study", default=None, help="study name (default: <data.name>-<name> of the config)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1: this process)")
+    p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=_tune)
     return parser
 
 

@@ -1,0 +1,33 @@
+"""The Lightning callback that feeds a trial's validation curve to the Optuna pruner."""
+
+from __future__ import annotations
+
+import optuna
+import pytorch_lightning as pl
+
+
+class PruningCallback(pl.Callback):
+    """Report ``val/<monitor>`` to the trial after every validation; raise ``TrialPruned``
+    when the pruner says so.
+
+    The step is the 0-based epoch, so the median pruner compares trials epoch by epoch and
+    Hyperband's resource is epochs. Raising inside ``trainer.fit`` stops the run at once:
+    ``recsys.training.run.fit`` leaves its ``.partial`` directory (status ``failed``,
+    error ``TrialPruned``) and re-raises, and Optuna records the trial as PRUNED with the
+    values reported so far. Only the validation metric is ever read here.
+    """
+
+    def __init__(self, trial: optuna.Trial, monitor: str) -> None:
+        self.trial = trial
+        self.key = f"val/{monitor}"
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.key)
+        if value is None:
+            raise KeyError(f"{self.key} was not logged; logged: {sorted(trainer.callback_metrics)}")
+        epoch = trainer.current_epoch
+        self.trial.report(float(value), step=epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch} with {self.key} = {float(value):.5f}")
