@@ -3,7 +3,7 @@ with heartbeats, and the recovery of trials whose worker died.
 
 A worker that dies hard (SIGKILL, out of memory, a pre-empted machine) leaves its trial
 RUNNING. Two mechanisms turn such a trial into FAIL and enqueue a retry with the same
-parameters (Optuna's ``RetryFailedTrialCallback``, at most ``MAX_RETRY`` times):
+parameters (as Optuna's ``RetryHeartbeatStaleTrialCallback`` does, at most ``MAX_RETRY`` times):
 
 - heartbeats: every worker's trial writes a heartbeat every ``HEARTBEAT_S`` seconds; any
   worker, on any machine, fails trials whose heartbeat is older than ``GRACE_S``;
@@ -16,6 +16,7 @@ A retry is not enqueued once the study already has its requested number of finis
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import optuna
 from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from recsys.errors import ConfigError
@@ -35,6 +36,13 @@ GRACE_S = 60
 MAX_RETRY = 2
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 WORKER_ATTR = "worker"
+
+# Optuna >= 4.9 calls the storage's stale-trial callback argument after heartbeats.
+_STALE_ARG = ("heartbeat_stale_trial_callback"
+              if "heartbeat_stale_trial_callback" in inspect.signature(RDBStorage.__init__).parameters
+              else "failed_trial_callback")
+# Attributes of a trial's own run, not copied into its retry.
+_RUN_ATTRS = (WORKER_ATTR, "run_dir", "failed_reason", "error")
 
 
 def default_storage_url(study_dir: Path) -> str:
@@ -56,15 +64,27 @@ def finished_count(trials: list[FrozenTrial]) -> int:
 
 
 def retry_unless_done(n_trials: int | None) -> Callable[[optuna.Study, FrozenTrial], None]:
-    """Optuna's retry callback, skipped once the study has ``n_trials`` finished trials."""
-    retry = RetryFailedTrialCallback(max_retry=MAX_RETRY)
+    """Queue a failed trial again (WAITING, same parameters), as Optuna's
+    ``RetryHeartbeatStaleTrialCallback`` does: ``system_attrs`` ``failed_trial`` (the first
+    trial of the chain) and ``retry_history``, at most ``MAX_RETRY`` retries. The user
+    attributes of the dead run (worker, run directory, error) are not copied, and nothing is
+    queued once the study has ``n_trials`` finished trials."""
 
     def callback(study: optuna.Study, trial: FrozenTrial) -> None:
         if n_trials is not None and finished_count(study.get_trials(deepcopy=False)) >= n_trials:
             return
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            retry(study, trial)
+        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        if len(history) > MAX_RETRY:
+            return
+        system_attrs = {**trial.system_attrs, "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+                        "retry_history": history}
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs={k: v for k, v in trial.user_attrs.items() if k not in _RUN_ATTRS},
+            system_attrs=system_attrs,
+        ))
 
     return callback
 
@@ -87,7 +107,7 @@ def open_storage(url: str, n_trials: int | None = None, attempts: int = 5) -> RD
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=HEARTBEAT_S,
                     grace_period=GRACE_S,
-                    failed_trial_callback=retry_unless_done(n_trials),
+                    **{_STALE_ARG: retry_unless_done(n_trials)},
                 )
         except ImportError as exc:
             raise ConfigError(f"--storage {redact(url)}: driver missing ({exc}); "
@@ -126,12 +146,12 @@ def fail_dead_local_trials(study: optuna.Study, storage: RDBStorage, n_trials: i
             continue
         if tag.get("pid") == os.getpid() or _alive(int(tag.get("pid", 0))):
             continue
-        try:
+        try:  # the attribute first: a finished trial cannot be updated
+            storage.set_trial_user_attr(trial._trial_id, "failed_reason", f"worker pid {tag['pid']} on {host} died")
             if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
                 continue
         except UpdateFinishedTrialError:  # another worker got there first
             continue
-        storage.set_trial_user_attr(trial._trial_id, "failed_reason", f"worker pid {tag['pid']} on {host} died")
         failed.append(trial.number)
         retry_unless_done(n_trials)(study, storage.get_trial(trial._trial_id))
     return failed

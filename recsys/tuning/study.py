@@ -248,7 +248,8 @@ def run_worker(setup: TuneSetup, worker: int = 0, fit=None) -> dict[str, int]:
         ran: list[FrozenTrial] = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
-            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True,
+            # gc after a real trial: Lightning leaves reference cycles holding tensors
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=fit is None,
                            callbacks=[lambda _study, trial: ran.append(trial)])
         if not ran:
             continue
