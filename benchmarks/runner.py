@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import subprocess
@@ -197,8 +198,16 @@ def hardware() -> dict:
             "accelerator": "cpu"}
 
 
+def _children_cpu_s() -> float:
+    """CPU seconds used by finished child processes. On a shared machine the wall time of a
+    single-threaded run grows with the load; its CPU time is close to the wall time it would
+    take on an idle machine."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def build_result(cell: Cell, cfg: ExperimentConfig, run_dir: Path, overrides: list[str], quick: bool,
-                 command: list[str] | None, process_s: float | None) -> dict:
+                 command: list[str] | None, process_s: float | None, process_cpu_s: float | None = None) -> dict:
     """result.json: the run's metrics plus everything needed to reproduce and compare it."""
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     split = cfg.data.split
@@ -233,6 +242,7 @@ def build_result(cell: Cell, cfg: ExperimentConfig, run_dir: Path, overrides: li
         "best_epoch": metrics.get("best_epoch"),
         "wall_time_s": {**metrics.get("wall_time_s", {}),
                         "process": None if process_s is None else round(process_s, 3)},
+        "cpu_time_s": {"process": None if process_cpu_s is None else round(process_cpu_s, 3)},
         "git_commit": metrics.get("git_commit"),
         "versions": metrics.get("versions"),
         "machine": metrics.get("machine"),
@@ -274,14 +284,14 @@ def run_cell(cell: Cell, results: Path, overrides: list[str], quick: bool) -> di
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     command = fit_command(cell, run_dir, overrides)
     log = run_dir.with_name(run_dir.name + ".log")
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), _children_cpu_s()
     with log.open("w", encoding="utf-8") as out:
         proc = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=_env())
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, _children_cpu_s() - cpu_before
     if proc.returncode != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
         raise RuntimeError(f"{cell.label()}: recsys fit exited with {proc.returncode}; log {log}:\n  " + "\n  ".join(tail))
-    result = build_result(cell, cfg, run_dir, overrides, quick, command, elapsed)
+    result = build_result(cell, cfg, run_dir, overrides, quick, command, elapsed, cpu)
     _write_json(run_dir / "result.json", result)
     return result
 
@@ -330,7 +340,9 @@ def time_epochs(configs: list[Path], overrides: list[str], results: Path, seeds:
             cell = Cell(path, path.parent.name, path.stem, DEFAULT_SEEDS[0])
             run_dir = Path(scratch) / f"run{i}"
             command = fit_command(cell, run_dir, [*overrides, "train.max_epochs=1"])
+            cpu_before = _children_cpu_s()
             proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=_env())
+            cpu = _children_cpu_s() - cpu_before
             if proc.returncode != 0:
                 print(f"  {cell.dataset}/{cell.stem}: failed ({proc.stderr.strip().splitlines()[-1:]})")
                 continue
@@ -340,7 +352,8 @@ def time_epochs(configs: list[Path], overrides: list[str], results: Path, seeds:
             epochs = sum(r["epochs"] for r in done) / len(done) if done else assume_epochs
             per_seed = wall["train"] * epochs + (wall["total"] - wall["train"])
             rows.append({"dataset": cell.dataset, "config": cell.stem, "epoch_s": wall["train"],
-                         "overhead_s": round(wall["total"] - wall["train"], 3), "epochs_per_run": epochs,
+                         "overhead_s": round(wall["total"] - wall["train"], 3),
+                         "process_cpu_s": round(cpu, 1), "process_wall_s": wall.get("total"), "epochs_per_run": epochs,
                          "epochs_from": "results" if done else "assumed", "per_seed_s": round(per_seed, 1),
                          "all_seeds_s": round(per_seed * seeds, 1)})
             r = rows[-1]

@@ -403,7 +403,7 @@ def _hardware_label(run: BenchRun) -> str:
     hw = run.extra.get("hardware") or {}
     threads = run.extra.get("torch_threads")
     return (f"{hw.get('cpu', '?')}, {hw.get('cpus', '?')} CPUs, {hw.get('memory_gb', '?')} GB"
-            + (f", {threads} torch threads" if threads else ""))
+            + (f", torch threads: {threads}" if threads else ""))
 
 
 def _versions_label(run: BenchRun) -> str:

@@ -167,6 +167,7 @@ def test_real_run_writes_result_with_provenance(tmp_path):
     assert result["overrides"] == ["train.num_threads=1"] and result["torch_threads"] == 1
     assert {"torch", "numpy", "python"} <= set(result["versions"]) and result["git_commit"]
     assert result["hardware"]["cpus"] >= 1 and result["wall_time_s"]["process"] > 0
+    assert 0 < result["cpu_time_s"]["process"]
     ranks = np.load(run_dir / "ranks.npz")["test"]
     assert np.mean(ranks <= 10) == pytest.approx(result["test"]["hr@10"])
     # a second invocation skips it

@@ -113,7 +113,7 @@ def test_markdown_from_fixture_results(results, rows):
     assert "*published:* SASRec+SS (sampled softmax)" in md
     assert "8 users · 100 items · 64 events · median length 7.5 · fingerprint `ffffffffffff`" in md
     assert "- s3rec-beauty / sasrec-ce: 2 of 3 seeds (have: 42, 43)" in md
-    assert "Fixture CPU, 2 CPUs, 8.0 GB, 1 torch threads" in md
+    assert "Fixture CPU, 2 CPUs, 8.0 GB, torch threads: 1" in md
 
 
 def test_write_leaderboard_and_cli(results, tmp_path, capsys):
