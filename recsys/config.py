@@ -116,6 +116,8 @@ class TrainConfig:
     rate of ``bert4rec``. With ``data.event_col`` set, ``action_loss_weight`` weights the
     next-action loss and ``purchase_horizon`` > 0 adds a head that predicts a
     ``purchase_event`` within the next k events, weighted by ``purchase_loss_weight``.
+    ``logit_precision``: ``bf16`` runs the (positions x catalogue) products of the ``ce``
+    loss on bf16 inputs with fp32 accumulation and an fp32 softmax; ``fp32`` is exact.
     """
 
     loss: str = "ce"
@@ -133,6 +135,7 @@ class TrainConfig:
     logq_correction: bool = True
     gbce_t: float = 0.75
     chunk_size: int = 1024
+    logit_precision: str = "fp32"
     mask_prob: float = 0.2
     action_loss_weight: float = 0.5
     purchase_horizon: int = 0
@@ -304,6 +307,7 @@ def _validate(cfg: ExperimentConfig) -> None:
     )
     need(cfg.train.n_negatives > 0 and cfg.train.chunk_size > 0, "train.n_negatives and train.chunk_size must be > 0")
     need(0.0 <= cfg.train.gbce_t <= 1.0, "train.gbce_t must be in [0, 1]")
+    need(cfg.train.logit_precision in ("fp32", "bf16"), "train.logit_precision must be fp32 or bf16")
     need(0.0 < cfg.train.mask_prob < 1.0, "train.mask_prob must be in (0, 1)")
     need(
         cfg.train.action_loss_weight >= 0 and cfg.train.purchase_loss_weight >= 0,

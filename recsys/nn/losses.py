@@ -34,16 +34,21 @@ class _SoftmaxCE(torch.autograd.Function):
     Autograd's composition (mm -> log_softmax -> nll) writes the (N, V) matrix three
     times and zero-fills a fourth; here the logits are written once and the gradient
     ``softmax - onehot`` overwrites them in place, block by block.
+
+    ``mm_dtype=torch.bfloat16`` runs the three (N, V)-sized matrix products on bf16
+    inputs with fp32 results (the softmax itself stays fp32): on CPUs with AVX512-BF16
+    that is several times faster than fp32 GEMM, like TF32 on a GPU.
     """
 
     @staticmethod
-    def forward(ctx, h: torch.Tensor, w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        logits = h @ w.T  # (N, V)
+    def forward(ctx, h: torch.Tensor, w: torch.Tensor, t: torch.Tensor, mm_dtype: torch.dtype) -> torch.Tensor:
+        logits = _mm(h, w.T, mm_dtype)  # (N, V)
         lse = torch.empty(h.shape[0], dtype=logits.dtype)
         for i in range(0, h.shape[0], _ROW_BLOCK):
             lse[i : i + _ROW_BLOCK] = torch.logsumexp(logits[i : i + _ROW_BLOCK], dim=1)
         target_logit = logits.gather(1, t[:, None]).squeeze(1)  # (N,)
         ctx.save_for_backward(h, w, t, logits, lse)
+        ctx.mm_dtype = mm_dtype
         return (lse - target_logit).mean()
 
     @staticmethod
@@ -57,19 +62,34 @@ class _SoftmaxCE(torch.autograd.Function):
             block.sub_(lse[i : i + _ROW_BLOCK, None]).exp_()  # softmax
         grad[torch.arange(n), t] -= 1.0
         grad.mul_(scale)
-        return grad @ w, grad.T @ h, None  # (N, D), (V, D)
+        if ctx.mm_dtype != grad.dtype:
+            grad = grad.to(ctx.mm_dtype)  # one cast serves both products
+        return _mm(grad, w, ctx.mm_dtype), _mm(grad.T, h, ctx.mm_dtype), None, None  # (N, D), (V, D)
 
 
-def full_ce(hidden: torch.Tensor, item_weights: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def _mm(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``a @ b`` with inputs cast to ``dtype`` and an fp32 result."""
+    if dtype == a.dtype == b.dtype:
+        return a @ b
+    return (a.to(dtype) @ b.to(dtype)).float()
+
+
+MATMUL_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def full_ce(
+    hidden: torch.Tensor, item_weights: torch.Tensor, targets: torch.Tensor, precision: str = "fp32"
+) -> torch.Tensor:
     """Softmax cross-entropy over the whole catalogue at every non-padding position.
 
     The SASRec+ setting (Klenitskiy & Vasilev, RecSys 2023). Padding positions are
     dropped *before* the (N, V) logits are formed, so no work is spent on them.
     hidden: (B, L, D); item_weights: (n, D) for items 1..n; targets: (B, L), PAD = none.
+    ``precision``: ``fp32``, or ``bf16`` for the logit matrix products (see _SoftmaxCE).
     """
     keep = targets != PAD_ID  # (B, L)
     h = hidden[keep]  # (N, D)
-    return _SoftmaxCE.apply(h, item_weights, targets[keep] - 1)
+    return _SoftmaxCE.apply(h, item_weights, targets[keep] - 1, MATMUL_DTYPES[precision])
 
 
 def full_ce_reference(hidden: torch.Tensor, item_weights: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -256,7 +276,7 @@ class LossSpec:
 
 
 LOSSES: dict[str, LossSpec] = {
-    "ce": LossSpec(full_ce),
+    "ce": LossSpec(full_ce, options={"precision": "logit_precision"}),
     "ce_chunked": LossSpec(chunked_ce, options={"chunk_size": "chunk_size"}),
     "sampled": LossSpec(sampled_softmax, NEGATIVES_SHARED, log_q=True),
     "bce": LossSpec(bce, NEGATIVES_ONE),

@@ -241,3 +241,24 @@ def test_registry_matches_config_names():
     from recsys.config import LOSS_NAMES
 
     assert set(LOSSES) == set(LOSS_NAMES)
+
+
+def test_bf16_logit_products_stay_close_to_fp32():
+    from recsys.nn.losses import full_ce
+
+    torch.manual_seed(2)
+    hidden = torch.randn(4, 20, 16, requires_grad=True)
+    weights = torch.randn(300, 16, requires_grad=True)
+    targets = torch.randint(0, 301, (4, 20))
+    out = {}
+    for precision in ("fp32", "bf16"):
+        hidden.grad = weights.grad = None
+        loss = full_ce(hidden, weights, targets, precision=precision)
+        loss.backward()
+        out[precision] = (loss.detach(), hidden.grad.clone(), weights.grad.clone())
+    (l32, gh32, gw32), (l16, gh16, gw16) = out["fp32"], out["bf16"]
+    assert l16.dtype == torch.float32 and gh16.dtype == torch.float32
+    assert torch.allclose(l16, l32, rtol=2e-2)
+    assert not torch.equal(l16, l32)  # bf16 really was used
+    for a, b in ((gh16, gh32), (gw16, gw32)):
+        assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.999
