@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import optuna
 import pytorch_lightning as pl
+
+from recsys.errors import RecsysError
+
+
+class TrialTimeout(RecsysError):
+    """The study's time budget ran out during this trial (raised at an epoch end)."""
 
 
 class PruningCallback(pl.Callback):
@@ -15,11 +23,15 @@ class PruningCallback(pl.Callback):
     ``recsys.training.run.fit`` leaves its ``.partial`` directory (status ``failed``,
     error ``TrialPruned``) and re-raises, and Optuna records the trial as PRUNED with the
     values reported so far. Only the validation metric is ever read here.
+
+    ``deadline`` (a ``time.monotonic()`` value) bounds a timed study: at the first epoch end
+    past it the run stops with ``TrialTimeout``, and the worker queues the trial again.
     """
 
-    def __init__(self, trial: optuna.Trial, monitor: str) -> None:
+    def __init__(self, trial: optuna.Trial, monitor: str, deadline: float | None = None) -> None:
         self.trial = trial
         self.key = f"val/{monitor}"
+        self.deadline = deadline
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -31,3 +43,5 @@ class PruningCallback(pl.Callback):
         self.trial.report(float(value), step=epoch)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch} with {self.key} = {float(value):.5f}")
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise TrialTimeout(f"the study's time budget ran out after epoch {epoch}")

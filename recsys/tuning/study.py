@@ -54,6 +54,7 @@ from recsys.tuning.storage import (
     finished_count,
     open_storage,
     redact,
+    retry_unless_done,
     worker_tag,
 )
 
@@ -185,11 +186,12 @@ def validation_only(metrics: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def make_objective(setup: TuneSetup, fit=None):
-    """The function Optuna calls per trial. ``fit`` is injectable for tests."""
+def make_objective(setup: TuneSetup, fit=None, deadline: float | None = None):
+    """The function Optuna calls per trial. ``fit`` is injectable for tests; ``deadline``
+    (``time.monotonic()``) stops a trial still running then, at its next epoch end."""
     if fit is None:
         from recsys.training.run import fit
-    from recsys.tuning.pruning import PruningCallback
+    from recsys.tuning.pruning import PruningCallback, TrialTimeout
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr(WORKER_ATTR, worker_tag(trial.number))
@@ -205,8 +207,11 @@ def make_objective(setup: TuneSetup, fit=None):
         run_dir = setup.study_dir / "trials" / f"{trial.number:05d}"
         trial.set_user_attr("run_dir", str(run_dir))
         try:
-            result = fit(cfg, run_dir, callbacks=[PruningCallback(trial, cfg.eval.monitor)])
+            result = fit(cfg, run_dir, callbacks=[PruningCallback(trial, cfg.eval.monitor, deadline)])
         except optuna.TrialPruned:
+            raise
+        except TrialTimeout:
+            trial.set_user_attr("timeout", True)
             raise
         except Exception as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
@@ -222,12 +227,14 @@ def make_objective(setup: TuneSetup, fit=None):
 def run_worker(setup: TuneSetup, worker: int = 0, fit=None) -> dict[str, int]:
     """Pull trials until the study has ``n_trials`` finished ones or ``timeout`` passes.
 
-    ``timeout`` stops the worker from *starting* trials; a running trial finishes. Returns
+    ``timeout`` bounds the worker's wall time: no trial starts after it, and a trial still
+    running then stops at its next epoch end, is recorded FAIL (``timeout = true``) and is
+    queued again with its parameters, so re-running the command runs it first. Returns
     what this worker did: trials run, and of them complete / pruned / failed."""
     storage = open_storage(setup.storage_url, setup.n_trials)
     study = open_study(setup, storage, worker)
-    objective = make_objective(setup, fit)
     deadline = time.monotonic() + setup.timeout if setup.timeout is not None else None
+    objective = make_objective(setup, fit, deadline)
     done: list[FrozenTrial] = []
     failures = 0
     while True:
@@ -256,6 +263,11 @@ def run_worker(setup: TuneSetup, worker: int = 0, fit=None) -> dict[str, int]:
         trial = ran[0]
         if trial.user_attrs.get("surplus"):
             continue
+        if trial.user_attrs.get("timeout"):
+            retry_unless_done(setup.n_trials)(study, trial)
+            print(f"worker {worker}: trial {trial.number} stopped at the time limit; queued again for the next run",
+                  flush=True)
+            break
         done.append(trial)
         failures = failures + 1 if trial.state == TrialState.FAIL else 0
         if failures >= MAX_CONSECUTIVE_FAILURES:

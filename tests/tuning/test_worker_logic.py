@@ -2,6 +2,7 @@
 workers' trials, refusing a changed study, validation-only objective, the pruning callback."""
 
 import subprocess
+import time
 from types import SimpleNamespace
 
 import optuna
@@ -38,12 +39,19 @@ class ValidOnly(dict):
         return super().get(key, default)
 
 
-def fake_fit(calls):
-    """Validation NDCG peaks at dropout 0.3; records every config it was asked to fit."""
+def fake_fit(calls, epoch_s=0.0):
+    """Validation NDCG peaks at dropout 0.3 and rises over 3 epochs, which it reports to the
+    callbacks as Lightning would; records every config it was asked to fit."""
 
     def fit(cfg, run_dir, callbacks=()):
         calls.append((cfg, run_dir, callbacks))
         valid = {"ndcg@10": 1.0 - abs(cfg.model.dropout - 0.3), "hr@10": 0.5}
+        for epoch in range(3):
+            time.sleep(epoch_s)
+            trainer = SimpleNamespace(sanity_checking=False, current_epoch=epoch,
+                                      callback_metrics={"val/ndcg@10": valid["ndcg@10"] * (epoch + 1) / 3})
+            for callback in callbacks:
+                callback.on_validation_end(trainer, None)
         metrics = ValidOnly(valid=valid, test={"ndcg@10": 99.0}, epochs=3, best_epoch=2, wall_time_s={"train": 1.0})
         return SimpleNamespace(run_dir=run_dir, metrics=metrics)
 
@@ -169,3 +177,19 @@ def test_the_pruning_callback_reports_each_epoch_and_raises_trial_pruned():
     assert study.trials[0].intermediate_values == {0: 0.25, 1: 0.5}
     with pytest.raises(KeyError, match="val/ndcg@10 was not logged"):
         callback.on_validation_end(SimpleNamespace(sanity_checking=False, current_epoch=2, callback_metrics={}), None)
+
+
+def test_a_trial_running_at_the_time_limit_stops_and_runs_first_next_time(files):
+    config, space = files
+    setup = prepare(config, space, n_trials=3, timeout=2.0)
+    calls = []
+    assert run_worker(setup, 0, fit=fake_fit(calls, epoch_s=1.5))["ran"] == 0
+    study = optuna.load_study(study_name=setup.name, storage=setup.storage_url)
+    stopped, queued = study.get_trials()
+    assert stopped.state == TrialState.FAIL and stopped.user_attrs["timeout"] is True
+    assert 1 <= len(stopped.intermediate_values) < 3  # stopped at the first epoch end past 2 s, not later
+    assert queued.state == TrialState.WAITING and queued.params == stopped.params
+    assert run_worker(prepare(config, space, n_trials=3), 0, fit=fake_fit(calls))["complete"] == 3
+    first = study.get_trials()[1]
+    assert first.state == TrialState.COMPLETE and first.params == stopped.params
+    assert "timeout" not in first.user_attrs and sorted(first.intermediate_values) == [0, 1, 2]
