@@ -125,7 +125,12 @@ def _tune(args: argparse.Namespace) -> int:
     if args.worker_index is not None:
         return worker_main(setup, args.worker_index)
     started = time.perf_counter()
-    result = tune(setup, workers=args.workers)
+    try:
+        result = tune(setup, workers=args.workers)
+    except KeyboardInterrupt:
+        print(f"recsys: interrupted; study {setup.name} keeps its trials, re-run the same command to resume",
+              file=sys.stderr)
+        return 130
     c = result.counts
     print(f"\nstudy {result.name} in {result.study_dir} ({c['finished']} finished: {c['complete']} complete, "
           f"{c['pruned']} pruned; {c['fail']} failed), {time.perf_counter() - started:.0f}s")

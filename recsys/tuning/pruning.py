@@ -11,7 +11,7 @@ from recsys.errors import RecsysError
 
 
 class TrialTimeout(RecsysError):
-    """The study's time budget ran out during this trial (raised at an epoch end)."""
+    """The study's time budget ran out during this trial (raised at a batch or epoch end)."""
 
 
 class PruningCallback(pl.Callback):
@@ -24,8 +24,9 @@ class PruningCallback(pl.Callback):
     error ``TrialPruned``) and re-raises, and Optuna records the trial as PRUNED with the
     values reported so far. Only the validation metric is ever read here.
 
-    ``deadline`` (a ``time.monotonic()`` value) bounds a timed study: at the first epoch end
-    past it the run stops with ``TrialTimeout``, and the worker queues the trial again.
+    ``deadline`` (a ``time.monotonic()`` value) bounds a timed study: at the first batch or
+    epoch end past it the run stops with ``TrialTimeout``, and the worker queues the trial
+    again (to start afresh: a partly trained trial is never scored).
     """
 
     def __init__(self, trial: optuna.Trial, monitor: str, deadline: float | None = None) -> None:
@@ -43,5 +44,13 @@ class PruningCallback(pl.Callback):
         self.trial.report(float(value), step=epoch)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch} with {self.key} = {float(value):.5f}")
+        self._check_deadline(f"after epoch {epoch}")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        # mid-epoch too: on a slow machine one epoch can outlast the whole budget
+        self._check_deadline(f"in epoch {trainer.current_epoch}, batch {batch_idx}")
+
+    def _check_deadline(self, where: str) -> None:
         if self.deadline is not None and time.monotonic() >= self.deadline:
-            raise TrialTimeout(f"the study's time budget ran out after epoch {epoch}")
+            raise TrialTimeout(f"the study's time budget ran out {where}")

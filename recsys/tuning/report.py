@@ -45,7 +45,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "pid": worker.get("pid") if worker.get("trial") == t.number else None,
             "run_dir": t.user_attrs.get("run_dir"),
             "note": (t.user_attrs.get("failed_reason") or t.user_attrs.get("error")
-                     or ("stopped at the time limit; queued again" if t.user_attrs.get("timeout") else None)),
+                     or ("stopped at the time limit; queued again" if t.user_attrs.get("timeout") else None)
+                     or ("interrupted; queued again" if t.user_attrs.get("interrupted") else None)),
         }
         row.update({f"param:{k}": v for k, v in t.params.items()})
         row.update({f"valid:{k}": v for k, v in (t.user_attrs.get("valid") or {}).items()})

@@ -188,7 +188,7 @@ def validation_only(metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 def make_objective(setup: TuneSetup, fit=None, deadline: float | None = None):
     """The function Optuna calls per trial. ``fit`` is injectable for tests; ``deadline``
-    (``time.monotonic()``) stops a trial still running then, at its next epoch end."""
+    (``time.monotonic()``) stops a trial still running then, at its next batch end."""
     if fit is None:
         from recsys.training.run import fit
     from recsys.tuning.pruning import PruningCallback, TrialTimeout
@@ -213,6 +213,9 @@ def make_objective(setup: TuneSetup, fit=None, deadline: float | None = None):
         except TrialTimeout:
             trial.set_user_attr("timeout", True)
             raise
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM (Lightning exits after either)
+            trial.set_user_attr("interrupted", True)
+            raise
         except Exception as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
             raise
@@ -224,12 +227,28 @@ def make_objective(setup: TuneSetup, fit=None, deadline: float | None = None):
     return objective
 
 
+def _requeue_interrupted(study: optuna.Study, storage, n_trials: int | None) -> None:
+    """This process's interrupted trial: FAIL (Optuna leaves it RUNNING when Lightning turned
+    the interrupt into ``SystemExit``) and queued again with its parameters."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.FAIL)):
+        tag = t.user_attrs.get(WORKER_ATTR) or {}
+        if tag.get("pid") != os.getpid() or tag.get("trial") != t.number:
+            continue
+        if t.state == TrialState.RUNNING:
+            storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+            storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        elif not t.user_attrs.get("interrupted"):
+            continue
+        retry_unless_done(n_trials)(study, storage.get_trial(t._trial_id))
+
+
 def run_worker(setup: TuneSetup, worker: int = 0, fit=None) -> dict[str, int]:
     """Pull trials until the study has ``n_trials`` finished ones or ``timeout`` passes.
 
     ``timeout`` bounds the worker's wall time: no trial starts after it, and a trial still
-    running then stops at its next epoch end, is recorded FAIL (``timeout = true``) and is
-    queued again with its parameters, so re-running the command runs it first. Returns
+    running then stops at its next batch end, is recorded FAIL (``timeout = true``) and is
+    queued again with its parameters, so re-running the command runs it first. A trial
+    interrupted by Ctrl-C or SIGTERM is queued again the same way. Returns
     what this worker did: trials run, and of them complete / pruned / failed."""
     storage = open_storage(setup.storage_url, setup.n_trials)
     study = open_study(setup, storage, worker)
@@ -253,11 +272,15 @@ def run_worker(setup: TuneSetup, worker: int = 0, fit=None) -> dict[str, int]:
                 time.sleep(POLL_S)
                 continue
         ran: list[FrozenTrial] = []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            # gc after a real trial: Lightning leaves reference cycles holding tensors
-            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=fit is None,
-                           callbacks=[lambda _study, trial: ran.append(trial)])
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                # gc after a real trial: Lightning leaves reference cycles holding tensors
+                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=fit is None,
+                               callbacks=[lambda _study, trial: ran.append(trial)])
+        except (KeyboardInterrupt, SystemExit) as exc:
+            _requeue_interrupted(study, storage, setup.n_trials)
+            raise KeyboardInterrupt(str(exc)) from exc
         if not ran:
             continue
         trial = ran[0]

@@ -193,3 +193,20 @@ def test_a_trial_running_at_the_time_limit_stops_and_runs_first_next_time(files)
     first = study.get_trials()[1]
     assert first.state == TrialState.COMPLETE and first.params == stopped.params
     assert "timeout" not in first.user_attrs and sorted(first.intermediate_values) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt("signal 15"), SystemExit(1)], ids=["interrupt", "exit"])
+def test_an_interrupted_trial_is_queued_again(files, interrupt):
+    """Ctrl-C or SIGTERM: Lightning turns either into SystemExit after its graceful shutdown."""
+    config, space = files
+    setup = prepare(config, space, n_trials=2)
+
+    def interrupted(cfg, run_dir, callbacks=()):
+        raise interrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_worker(setup, 0, fit=interrupted)
+    study = optuna.load_study(study_name=setup.name, storage=setup.storage_url)
+    stopped, queued = study.get_trials()
+    assert stopped.state == TrialState.FAIL and stopped.user_attrs["interrupted"] is True
+    assert queued.state == TrialState.WAITING and queued.params == stopped.params and not queued.user_attrs
