@@ -40,9 +40,12 @@ def _val_epochs(partial: Path) -> int:
     csv = partial / "logs" / "metrics.csv"
     if not csv.exists() or not (partial / "checkpoints" / "last.ckpt").exists():
         return 0
-    header, *rows = csv.read_text().splitlines()
+    lines = csv.read_text().splitlines()  # may be mid-write: empty or header only
+    if not lines:
+        return 0
+    header, *rows = lines
     col = header.split(",").index("val/ndcg@10") if "val/ndcg@10" in header else None
-    return 0 if col is None else sum(1 for r in rows if r.split(",")[col])
+    return 0 if col is None else sum(1 for r in rows if len(r.split(",")) > col and r.split(",")[col])
 
 
 def _start_and_interrupt(cfg: Path, run: Path, sig: int, after_epochs: int) -> subprocess.Popen:
