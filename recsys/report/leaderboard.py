@@ -348,11 +348,10 @@ def render_markdown(rows: list[Row], cards: dict[str, dict | None], metric: str 
                 split_label = "temporal (per-position)"
             for row in done + pending:
                 seeds = f"{len(row.runs)}/{SEEDS_EXPECTED}" if row.runs else "pending"
-                if row.pending:
-                    out.append(f"| {_link(row, base)} | {split_label} | pending | — | — | — | — | — | — | "
-                               f"{_published_cell(row)[0]} | — |")
-                    continue
                 label = _link(row, base) + (" (baseline)" if row.baseline else "")
+                if row.pending:  # the published number is in the *published* row below
+                    out.append(f"| {label} | {split_label} | pending | — | — | — | — | — | — | — | — |")
+                    continue
                 if row.notes:
                     label += " ⚠"
                 pub, gap = _published_cell(row)
