@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import hashlib
 import json
 import os
 import platform
@@ -56,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recsys.config import ExperimentConfig  # noqa: E402
-from recsys.report.results import EXCLUDED_DATASETS  # noqa: E402
+from recsys.report.results import EXCLUDED_DATASETS, config_hash, run_config_hash  # noqa: E402
 
 EXPERIMENTS = ROOT / "experiments"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -69,8 +68,6 @@ QUICK = {
     "seeds": (42, 43),
     "overrides": ("train.max_epochs=2", "train.patience=2"),
 }
-# Fields that cannot change a result: where files go, and whether a progress bar is drawn.
-COSMETIC = (("output_dir",), ("data", "data_dir"), ("train", "progress_bar"))
 RESULT_SCHEMA = 1
 
 
@@ -134,17 +131,6 @@ def resolve_config(cell: Cell, overrides: list[str]) -> ExperimentConfig:
     return cfg.with_overrides([f"seed={cell.seed}", "train.progress_bar=false", *overrides])
 
 
-def config_hash(cfg: ExperimentConfig, with_seed: bool = True) -> str:
-    """sha256 of the canonical resolved config, minus fields that cannot change a result."""
-    doc = cfg.to_dict()
-    for path in COSMETIC + (() if with_seed else (("seed",),)):
-        node = doc
-        for key in path[:-1]:
-            node = node[key]
-        node.pop(path[-1], None)
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()
-
-
 # ---- status of a cell ----------------------------------------------------------------------
 
 
@@ -160,21 +146,21 @@ def cell_status(run_dir: Path, expected_hash: str) -> str:
     """``complete`` | ``recoverable`` (run done, result.json missing) | ``stale`` | ``missing``.
 
     Only a run directory that ``recsys fit`` renamed into place with status ``complete``
-    counts; a crashed run lives in ``<run_dir>.partial`` and so is ``missing`` here.
+    counts; a crashed run lives in ``<run_dir>.partial`` and so is ``missing`` here. The
+    run's stored ``config.yaml`` is read with today's code and hashed like the config the
+    runner would run now, so a config field added to the library since (with its default)
+    does not make old results stale, while any changed value does.
     """
     status = _read_json(run_dir / "status.json")
     if status is None or status.get("status") != "complete":
         return "missing"
-    result = _read_json(run_dir / "result.json")
-    if result is not None:
-        return "complete" if result.get("config_hash") == expected_hash else "stale"
-    try:
-        ran = ExperimentConfig.from_yaml(run_dir / "config.yaml")
-    except Exception:  # an unreadable config cannot be trusted: run again
+    if run_config_hash(run_dir) != expected_hash:  # None when config.yaml no longer loads
         return "stale"
-    if not (run_dir / "metrics.json").is_file() or not (run_dir / "ranks.npz").is_file():
-        return "stale"
-    return "recoverable" if config_hash(ran) == expected_hash else "stale"
+    if _read_json(run_dir / "result.json") is not None:
+        return "complete"
+    if (run_dir / "metrics.json").is_file() and (run_dir / "ranks.npz").is_file():
+        return "recoverable"
+    return "stale"
 
 
 # ---- provenance ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ config is a leaderboard row, with or without results, so a new model config show
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,10 @@ BASELINE_MODELS = frozenset(BASELINE_NAMES) | {"pop", "random", "markov", "itemk
 # Datasets with configs in experiments/ that are not leaderboard benchmarks: the Taobao file
 # is an 814-user development sample of a 100M-row log.
 EXCLUDED_DATASETS = frozenset({"taobao-sample"})
+
+
+# Config fields that cannot change a result: where files go, whether a progress bar is drawn.
+COSMETIC = (("output_dir",), ("data", "data_dir"), ("train", "progress_bar"))
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,25 @@ class BenchRun:
         """Per-user 1-based ranks of this run, in the data's user order."""
         with np.load(self.path / "ranks.npz") as npz:
             return npz[split]
+
+
+def config_hash(cfg: ExperimentConfig, with_seed: bool = True) -> str:
+    """sha256 of the canonical resolved config, minus fields that cannot change a result."""
+    doc = cfg.to_dict()
+    for path in COSMETIC + (() if with_seed else (("seed",),)):
+        node = doc
+        for key in path[:-1]:
+            node = node[key]
+        node.pop(path[-1], None)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def run_config_hash(run_dir: str | Path, with_seed: bool = True) -> str | None:
+    """``config_hash`` of a run's stored ``config.yaml`` as today's code reads it (None if it cannot)."""
+    try:
+        return config_hash(ExperimentConfig.from_yaml(Path(run_dir) / "config.yaml"), with_seed)
+    except Exception:  # a config this code cannot read (a field was removed or retyped)
+        return None
 
 
 def is_baseline(model: str, config: str) -> bool:
@@ -141,7 +165,7 @@ def load_run(run_dir: str | Path) -> BenchRun | None:
         best_epoch=doc.get("best_epoch"),
         n_eval_users=doc.get("n_eval_users"),
         fingerprint=doc.get("dataset_fingerprint", ""),
-        config_hash=doc.get("config_hash_without_seed", ""),
+        config_hash=run_config_hash(run_dir, with_seed=False) or doc.get("config_hash_without_seed", ""),
         git_commit=doc.get("git_commit"),
         quick=bool(doc.get("quick", False)),
         path=run_dir,

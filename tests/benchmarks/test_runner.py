@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("bench_runner", ROOT / "benchmarks" / "runner.py")
@@ -45,7 +46,7 @@ def _write_log(path: Path, n_users: int = 60) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _fake_complete(cell, results: Path, overrides=(), hash_override: str | None = None) -> Path:
+def _fake_complete(cell, results: Path, overrides=()) -> Path:
     """A finished run directory as `recsys fit` + the runner leave it, without training."""
     cfg = runner.resolve_config(cell, list(overrides))
     run_dir = cell.run_dir(results)
@@ -55,7 +56,7 @@ def _fake_complete(cell, results: Path, overrides=(), hash_override: str | None 
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
     (run_dir / "ranks.npz").write_bytes(b"")
     (run_dir / "metrics.json").write_text("{}")
-    doc = {"config_hash": hash_override or runner.config_hash(cfg)}
+    doc = {"config_hash": runner.config_hash(cfg)}
     (run_dir / "result.json").write_text(json.dumps(doc))
     return run_dir
 
@@ -100,6 +101,15 @@ def test_cell_status_complete_stale_crashed_recoverable(tmp_path):
     (run_dir / "result.json").unlink()  # the run finished, the runner died before writing its result
     assert runner.cell_status(run_dir, expected) == "recoverable"
     assert runner.cell_status(run_dir, "another-config") == "stale"
+    (run_dir / "result.json").write_text("{}")
+    # a field the library gained after the run (absent from its config.yaml, default value) is not a change
+    stored = yaml.safe_load((run_dir / "config.yaml").read_text())
+    del stored["data"]["split"]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert runner.cell_status(run_dir, expected) == "complete"
+    stored["data"]["split_quantile"] = 0.5  # a changed value is
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert runner.cell_status(run_dir, expected) == "stale"
     (run_dir / "status.json").write_text('{"status": "running"}')
     assert runner.cell_status(run_dir, expected) == "missing"
     assert [runner.todo_action(s, False) for s in ("complete", "recoverable", "stale", "missing")] == [
