@@ -42,7 +42,7 @@ _STALE_ARG = ("heartbeat_stale_trial_callback"
               if "heartbeat_stale_trial_callback" in inspect.signature(RDBStorage.__init__).parameters
               else "failed_trial_callback")
 # Attributes of a trial's own run, not copied into its retry.
-_RUN_ATTRS = (WORKER_ATTR, "run_dir", "failed_reason", "error", "timeout", "interrupted")
+_RUN_ATTRS = (WORKER_ATTR, "run_dir", "failed_reason", "error", "timeout", "interrupted", "resumed_from")
 
 
 def default_storage_url(study_dir: Path) -> str:

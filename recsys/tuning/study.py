@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import yaml
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
@@ -204,10 +205,13 @@ def make_objective(setup: TuneSetup, fit=None, deadline: float | None = None):
                 raise SurplusTrial(f"trial {trial.number}: {len(ahead)} trials already hold the {setup.n_trials} slots")
         params = setup.space.suggest(trial)
         cfg = setup.space.config_for(setup.base, params)
-        run_dir = setup.study_dir / "trials" / f"{trial.number:05d}"
+        run_dir = _continue_previous_attempt(setup, trial, cfg)
+        resume = run_dir is not None
+        run_dir = run_dir or setup.study_dir / "trials" / f"{trial.number:05d}"
         trial.set_user_attr("run_dir", str(run_dir))
         try:
-            result = fit(cfg, run_dir, callbacks=[PruningCallback(trial, cfg.eval.monitor, deadline)])
+            result = fit(cfg, run_dir, callbacks=[PruningCallback(trial, cfg.eval.monitor, deadline)],
+                         **({"resume": True} if resume else {}))
         except optuna.TrialPruned:
             raise
         except TrialTimeout:
@@ -225,6 +229,34 @@ def make_objective(setup: TuneSetup, fit=None, deadline: float | None = None):
         return float(seen["valid"][cfg.eval.monitor])
 
     return objective
+
+
+def _continue_previous_attempt(setup: TuneSetup, trial: optuna.Trial, cfg: ExperimentConfig) -> Path | None:
+    """A retried trial (time limit, interrupt, dead worker) whose previous attempt left an
+    unfinished run on this machine continues it from its last epoch-end checkpoint, as
+    ``recsys fit --resume`` does (same result as an uninterrupted run), instead of starting
+    over. The run stays in the previous attempt's folder (Lightning's checkpoint state holds
+    its paths), and the validation values that attempt reported are reported again.
+    Returns the run directory to resume, or None."""
+    trials = {t.number: t for t in trial.study.get_trials(deepcopy=False)}
+    history = trials[trial.number].system_attrs.get("retry_history") or []
+    previous = trials.get(history[-1]) if history else None
+    if previous is None or not previous.user_attrs.get("run_dir"):
+        return None
+    run_dir = Path(previous.user_attrs["run_dir"])
+    partial = run_dir.with_name(run_dir.name + ".partial")
+    try:
+        same = yaml.safe_load((partial / "config.yaml").read_text(encoding="utf-8")) == cfg.to_dict()
+    except (OSError, yaml.YAMLError):
+        return None
+    if not same or not (partial / "checkpoints" / "last.ckpt").is_file():
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the resumed run reports its first epoch again: ignored
+        for step, value in sorted(previous.intermediate_values.items()):
+            trial.report(value, step)
+    trial.set_user_attr("resumed_from", previous.number)
+    return run_dir
 
 
 def _requeue_interrupted(study: optuna.Study, storage, n_trials: int | None) -> None:

@@ -182,7 +182,8 @@ def test_a_worker_killed_mid_trial_is_resumed_by_rerunning_the_command(tiny, cap
         assert proc.poll() is None, "the study ended before the worker could be killed"
         assert time.time() < deadline
         trials = _poll(url, "killed")
-        running = [t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values]
+        running = [t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values
+                   and (Path(t.user_attrs["run_dir"] + ".partial") / "checkpoints" / "last.ckpt").is_file()]
         if running and any(t.state == TrialState.COMPLETE for t in trials):
             break
         time.sleep(0.1)
@@ -203,5 +204,10 @@ def test_a_worker_killed_mid_trial_is_resumed_by_rerunning_the_command(tiny, cap
     assert "died" in after[killed.number].user_attrs["failed_reason"]
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retry) == 1 and retry[0].state in FINISHED and retry[0].params == killed.params
+    # the retry continued the killed run from its last epoch-end checkpoint
+    assert retry[0].user_attrs["resumed_from"] == killed.number
+    assert retry[0].user_attrs["run_dir"] == killed.user_attrs["run_dir"]
+    assert not Path(killed.user_attrs["run_dir"] + ".partial").exists()  # completed in place
+    assert all(retry[0].intermediate_values[s] == v for s, v in killed.intermediate_values.items())
     for number, (value, params) in done_before.items():  # no completed trial lost or changed
         assert (after[number].value, after[number].params) == (value, params)

@@ -210,3 +210,37 @@ def test_an_interrupted_trial_is_queued_again(files, interrupt):
     stopped, queued = study.get_trials()
     assert stopped.state == TrialState.FAIL and stopped.user_attrs["interrupted"] is True
     assert queued.state == TrialState.WAITING and queued.params == stopped.params and not queued.user_attrs
+
+
+def test_a_retried_trial_continues_its_previous_attempts_checkpoint(files):
+    config, space = files
+    setup = prepare(config, space, n_trials=1)
+
+    def interrupted_after_two_epochs(cfg, run_dir, callbacks=()):
+        partial = run_dir.with_name(run_dir.name + ".partial")
+        (partial / "checkpoints").mkdir(parents=True)
+        (partial / "config.yaml").write_text(cfg.to_yaml())
+        (partial / "checkpoints" / "last.ckpt").write_bytes(b"epoch 1")
+        for epoch in range(2):
+            trainer = SimpleNamespace(sanity_checking=False, current_epoch=epoch,
+                                      callback_metrics={"val/ndcg@10": 0.1 * (epoch + 1)})
+            for callback in callbacks:
+                callback.on_validation_end(trainer, None)
+        raise KeyboardInterrupt("signal 15")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_worker(setup, 0, fit=interrupted_after_two_epochs)
+    resumed = []
+
+    def resuming(cfg, run_dir, callbacks=(), resume=False):
+        partial = run_dir.with_name(run_dir.name + ".partial")
+        resumed.append((resume, (partial / "checkpoints" / "last.ckpt").read_bytes()))
+        return fake_fit([])(cfg, run_dir, callbacks)
+
+    assert run_worker(setup, 0, fit=resuming)["complete"] == 1
+    assert resumed == [(True, b"epoch 1")]
+    first, retry = optuna.load_study(study_name=setup.name, storage=setup.storage_url).get_trials()
+    assert retry.user_attrs["resumed_from"] == 0 and retry.params == first.params
+    assert retry.user_attrs["run_dir"] == first.user_attrs["run_dir"]  # continued in place
+    assert retry.intermediate_values[0] == pytest.approx(0.1)  # the earlier attempt's curve, kept
+    assert sorted(retry.intermediate_values) == [0, 1, 2]
