@@ -26,6 +26,9 @@ ENCODER_NAMES = ("sasrec", "bert4rec")
 BASELINE_NAMES = ("popularity", "recent_popularity", "transitions")
 LOSS_NAMES = ("ce", "ce_chunked", "sampled", "bce", "gbce")
 SAMPLER_NAMES = ("uniform", "popularity", "in_batch")
+# Validation metrics of the next-action head that eval.monitor may name instead of a ranking
+# metric (logs with data.event_col), with the direction that is better.
+ACTION_MONITORS = {"action_nll": "min", "action_accuracy": "max", "action_macro_f1": "max"}
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,7 @@ class EvalConfig:
     ks: tuple[int, ...] = (1, 5, 10, 20)
     exclude_seen: bool = False
     batch_size: int = 1024
-    monitor: str = "ndcg@10"
+    monitor: str = "ndcg@10"  # or a next-action metric (ACTION_MONITORS), for logs with actions
 
 
 @dataclass(frozen=True)
@@ -333,6 +336,12 @@ def _validate(cfg: ExperimentConfig) -> None:
     need(cfg.eval.batch_size > 0, "eval.batch_size must be > 0")
     metric, _, k = cfg.eval.monitor.partition("@")
     need(
-        metric in ("hr", "ndcg", "mrr") and k.isdigit() and int(k) in cfg.eval.ks,
-        f"eval.monitor must be hr|ndcg|mrr@K with K in eval.ks, got {cfg.eval.monitor!r}",
+        (metric in ("hr", "ndcg", "mrr") and k.isdigit() and int(k) in cfg.eval.ks)
+        or cfg.eval.monitor in ACTION_MONITORS,
+        f"eval.monitor must be hr|ndcg|mrr@K with K in eval.ks, or one of {sorted(ACTION_MONITORS)}, "
+        f"got {cfg.eval.monitor!r}",
+    )
+    need(
+        cfg.eval.monitor not in ACTION_MONITORS or cfg.data.event_col is not None,
+        f"eval.monitor={cfg.eval.monitor} needs data.event_col (a next-action head)",
     )

@@ -21,13 +21,15 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
 
 
 def next_action_metrics(probs: np.ndarray, targets: np.ndarray, names: Sequence[str]) -> dict:
-    """probs: (N, E); targets: (N,) 0-based classes. Accuracy, macro-F1, per-class AUC."""
+    """probs: (N, E); targets: (N,) 0-based classes. Accuracy, macro-F1, multi-class
+    log-loss (mean negative log-likelihood) and per-class AUC."""
     pred = probs.argmax(axis=1)
     present = np.unique(targets)
     return {
         "n": int(len(targets)),
         "accuracy": float(accuracy_score(targets, pred)),
         "macro_f1": float(f1_score(targets, pred, labels=present, average="macro", zero_division=0)),
+        "log_loss": float(log_loss(targets, np.clip(probs, 1e-7, 1.0), labels=np.arange(probs.shape[1]))),
         "roc_auc": {name: _auc(targets == c, probs[:, c]) for c, name in enumerate(names)},
         "predicted": {name: int((pred == c).sum()) for c, name in enumerate(names)},
     }

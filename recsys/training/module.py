@@ -45,7 +45,9 @@ class RankingModule(pl.LightningModule):
             scores = mask_seen(scores, batch["seen_rows"], batch["seen_items"])
         self._ranks.append(target_ranks(scores, batch["targets"]))
 
-    def _eval_end(self, stage: str) -> None:
+    def _eval_end(self, stage: str, extra: dict[str, float] | None = None) -> None:
+        """``extra``: further scalars (e.g. next-action metrics) to log and to keep in the
+        validation history, so they can drive model selection; ``last_metrics`` stays ranking."""
         # Ranks of all users are concatenated before averaging, so metrics do not
         # depend on the evaluation batch size.
         ranks = torch.cat(self._ranks)
@@ -53,9 +55,10 @@ class RankingModule(pl.LightningModule):
         metrics = summarise(ranks, self.ks)
         self.last_metrics[stage] = metrics
         self.last_ranks[stage] = ranks
+        logged = {**metrics, **(extra or {})}
         if stage == "val" and not self.trainer.sanity_checking:
-            self.val_history.append((self.current_epoch, metrics))
-        for name, value in metrics.items():
+            self.val_history.append((self.current_epoch, logged))
+        for name, value in logged.items():
             self.log(f"{stage}/{name}", value, prog_bar=name == "ndcg@10", sync_dist=False)
 
     def validation_step(self, batch: EvalBatch, batch_idx: int) -> None:
@@ -165,9 +168,9 @@ class SeqRecModule(RankingModule):
             self._actions.append(out)
         return score_items(state, self.encoder.item_weights())
 
-    def _eval_end(self, stage: str) -> None:
-        super()._eval_end(stage)
+    def _eval_end(self, stage: str, extra: dict[str, float] | None = None) -> None:
         if not self._actions:
+            super()._eval_end(stage, extra)
             return
         outputs = {k: torch.cat([a[k] for a in self._actions]).numpy() for k in self._actions[0]}
         self._actions.clear()
@@ -176,8 +179,9 @@ class SeqRecModule(RankingModule):
             metrics["purchase"] = purchase_metrics(outputs["purchase_prob"], outputs["purchase_label"])
         self.last_action_outputs[stage] = outputs
         self.last_action_metrics[stage] = metrics
-        self.log(f"{stage}/action_accuracy", metrics["next_action"]["accuracy"])
-        self.log(f"{stage}/action_macro_f1", metrics["next_action"]["macro_f1"])
+        na = metrics["next_action"]
+        actions = {"action_accuracy": na["accuracy"], "action_macro_f1": na["macro_f1"], "action_nll": na["log_loss"]}
+        super()._eval_end(stage, {**actions, **(extra or {})})
 
 
 class BaselineModule(RankingModule):

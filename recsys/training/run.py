@@ -26,7 +26,7 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
-from recsys.config import ExperimentConfig
+from recsys.config import ACTION_MONITORS, ExperimentConfig
 from recsys.data.datamodule import SeqDataModule
 from recsys.data.sequences import EventVocab
 from recsys.data.vocab import Vocab
@@ -90,6 +90,11 @@ def _trainer(cfg: ExperimentConfig, **kwargs) -> pl.Trainer:
         enable_progress_bar=cfg.train.progress_bar,
         **kwargs,
     )
+
+
+def _monitor_mode(cfg: ExperimentConfig) -> str:
+    """Ranking metrics and most action metrics are better high; a loss (action_nll) low."""
+    return ACTION_MONITORS.get(cfg.eval.monitor, "max")
 
 
 def _load_weights(module: RankingModule, ckpt: Path) -> None:
@@ -207,7 +212,8 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
     evaluator = _trainer(cfg, logger=False, enable_checkpointing=False)
     evaluator.validate(module, datamodule=dm, verbose=False)
     evaluator.test(module, datamodule=dm, verbose=False)
-    best_epoch = max(module.val_history, key=lambda e: e[1][cfg.eval.monitor])[0] if module.val_history else None
+    sign = -1.0 if _monitor_mode(cfg) == "min" else 1.0
+    best_epoch = max(module.val_history, key=lambda e: sign * e[1][cfg.eval.monitor])[0] if module.val_history else None
 
     metrics = {
         "valid": module.last_metrics["val"],
@@ -255,9 +261,9 @@ def _train(cfg: ExperimentConfig, module: RankingModule, dm: SeqDataModule, part
     """Gradient training with early stopping on validation; the best epoch is checkpointed,
     and the full state after every epoch goes to last.ckpt, from which ``resume`` continues."""
     last = partial / LAST_CHECKPOINT
-    monitor = f"val/{cfg.eval.monitor}"
+    monitor, mode = f"val/{cfg.eval.monitor}", _monitor_mode(cfg)
     checkpoint = ModelCheckpoint(
-        dirpath=partial / CHECKPOINT.parent, filename=CHECKPOINT.stem, monitor=monitor, mode="max", save_top_k=1,
+        dirpath=partial / CHECKPOINT.parent, filename=CHECKPOINT.stem, monitor=monitor, mode=mode, save_top_k=1,
         save_on_train_epoch_end=False,
     )
     trainer = _trainer(
@@ -267,7 +273,7 @@ def _train(cfg: ExperimentConfig, module: RankingModule, dm: SeqDataModule, part
             EpochSeed(cfg.seed),
             # Early stopping and checkpoints all act at validation end, so last.ckpt holds
             # their state after this epoch's check, and a resume does not re-run it.
-            EarlyStopping(monitor=monitor, mode="max", patience=cfg.train.patience, check_on_train_epoch_end=False),
+            EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience, check_on_train_epoch_end=False),
             checkpoint,
             AtomicLastCheckpoint(last),
             *callbacks,

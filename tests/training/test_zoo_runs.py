@@ -81,8 +81,15 @@ def test_recent_popularity_refuses_data_without_timestamps(tmp_path):
 
 def test_action_model_reports_next_action_and_purchase_beside_baselines(log, tmp_path):
     cfg = _cfg(log, tmp_path, data={"event_col": "behavior"},
-               train={"max_epochs": 8, "purchase_horizon": 2, "action_loss_weight": 1.0})
+               train={"max_epochs": 8, "purchase_horizon": 2, "action_loss_weight": 1.0},
+               eval={"monitor": "action_nll"})
     run = fit(cfg, tmp_path / "actions").run_dir
+    # selection on validation next-action log-loss: the best epoch is its minimum
+    import csv
+
+    rows = [r for r in csv.DictReader(open(run / "logs" / "metrics.csv")) if r.get("val/action_nll")]
+    nll = {int(r["epoch"]): float(r["val/action_nll"]) for r in rows}
+    assert _metrics(run)["best_epoch"] == min(nll, key=nll.get)
     assert json.loads((run / "events.json").read_text())["names"] == ["buy", "cart", "pv"]
     report = _metrics(run)["next_action"]
     assert report["actions"] == ["buy", "cart", "pv"] and report["purchase_horizon"] == 2
