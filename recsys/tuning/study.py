@@ -160,14 +160,41 @@ def open_study(setup: TuneSetup, storage, worker: int = 0) -> optuna.Study:
         study.set_user_attr("identity", identity)
         study.set_user_attr("config_file", str(setup.config_path))
         study.set_user_attr("space_file", str(setup.space_path))
-    elif recorded != identity:
-        changed = sorted(k for k in identity if identity[k] != recorded.get(k))
-        raise ConfigError(
-            f"study {setup.name!r} in {redact(setup.storage_url)} was created with a different "
-            f"{' and '.join(changed)} ({study.user_attrs.get('config_file')}, {study.user_attrs.get('space_file')}); "
-            "resume it with the same files, or start a new study with --study NAME"
-        )
+    else:
+        changed = _changes(recorded, identity)
+        if changed:
+            raise ConfigError(
+                f"study {setup.name!r} in {redact(setup.storage_url)} was created from other settings "
+                f"({study.user_attrs.get('config_file')}, {study.user_attrs.get('space_file')}): "
+                f"{'; '.join(changed[:8])}; resume it with the same files, or start a new study with --study NAME"
+            )
     return study
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {prefix.rstrip("."): node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(_flat(value, f"{prefix}{key}."))
+    return out
+
+
+def _changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for every setting that differs. A config field this version
+    added (absent from the record) counts only when it is not at its default, so a newer
+    ``recsys`` resumes an older study."""
+    old, new = _flat(recorded), _flat(current)
+    defaults = _flat({"base_config": ExperimentConfig().to_dict()})
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if key not in old and key in defaults and new[key] == defaults[key]:
+            continue
+        if key not in new and key.startswith("base_config."):
+            continue  # a field this version no longer has
+        if old.get(key, "<absent>") != new.get(key, "<absent>"):
+            out.append(f"{key} {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}")
+    return out
 
 
 # ---- one worker -----------------------------------------------------------------------------

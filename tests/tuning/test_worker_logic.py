@@ -156,8 +156,17 @@ def test_resuming_with_a_different_space_is_refused(files, tmp_path):
     run_worker(prepare(config, space, n_trials=1), 0, fit=fake_fit([]))
     changed = tmp_path / "changed.yaml"
     changed.write_text(SPACE.replace("high: 0.5", "high: 0.6"))
-    with pytest.raises(ConfigError, match="was created with a different space"):
+    with pytest.raises(ConfigError, match=r"created from other settings .*space.params.model.dropout.high 0.5 -> 0.6"):
         run_worker(prepare(config, changed, n_trials=2), 0, fit=fake_fit([]))
+    # a study recorded before a config field existed resumes while the field is at its default
+    study = optuna.load_study(study_name="none-fake", storage=prepare(config, space, n_trials=2).storage_url)
+    identity = study.user_attrs["identity"]
+    del identity["base_config"]["train"]["weight_decay"]
+    study.set_user_attr("identity", identity)
+    assert run_worker(prepare(config, space, n_trials=2), 0, fit=fake_fit([]))["ran"] == 1
+    config.write_text(config.read_text().replace("seed: 5", "seed: 6"))
+    with pytest.raises(ConfigError, match=r"base_config.seed 5 -> 6"):
+        run_worker(prepare(config, space, n_trials=2), 0, fit=fake_fit([]))
 
 
 class AlwaysPrune(optuna.pruners.BasePruner):
