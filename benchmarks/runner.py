@@ -315,7 +315,7 @@ def time_epochs(configs: list[Path], overrides: list[str], results: Path, seeds:
     Each config runs once with ``train.max_epochs=1`` into a scratch folder. The estimate for
     a config is epoch time x epochs per run x seeds, with epochs per run taken from the
     config's finished results when there are any (early stopping decides it), else
-    ``assume_epochs``. Data loading and final evaluation are not in the epoch time, so the
+    ``assume_epochs`` (or the config's ``max_epochs`` if lower). Data loading and final evaluation are not in the epoch time, so the
     estimate is a lower bound by a few seconds per run. Writes ``<results>/epoch_times.json``.
     """
     import tempfile
@@ -335,7 +335,8 @@ def time_epochs(configs: list[Path], overrides: list[str], results: Path, seeds:
             wall = json.loads((run_dir / "metrics.json").read_text())["wall_time_s"]
             done = [r for r in (_read_json(p) for p in (results / cell.dataset / cell.stem).glob("seed*/result.json"))
                     if r is not None and r.get("epochs")]
-            epochs = sum(r["epochs"] for r in done) / len(done) if done else assume_epochs
+            cap = resolve_config(cell, overrides).train.max_epochs
+            epochs = sum(r["epochs"] for r in done) / len(done) if done else min(assume_epochs, cap)
             per_seed = wall["train"] * epochs + (wall["total"] - wall["train"])
             rows.append({"dataset": cell.dataset, "config": cell.stem, "epoch_s": wall["train"],
                          "overhead_s": round(wall["total"] - wall["train"], 3),
