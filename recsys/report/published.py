@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 TRANSFORMER_BENCHMARK = "https://github.com/blondered/transformer_benchmark"
 TRANSFORMER_BENCHMARK_SOURCE = "transformer_benchmark (eSASRec authors, RecSys 2025), 'Calculated' column"
-_TB_SETUP = "1 block, 1 head, dim 64, dropout 0.2, max_len 50, lr 1e-3, up to 200 epochs with patience 50"
+_TB_SETUP = ("1 block, 1 head, dim 256, dropout 0.2, max_len 50 (configs/paper/loo/s3_vanilla.yaml), lr 1e-3, "
+             "up to 200 epochs with patience 50")
 
 
 @dataclass(frozen=True)
