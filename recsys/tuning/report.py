@@ -149,7 +149,8 @@ def export_best(study: optuna.Study, setup) -> dict[str, Any] | None:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return None
-    best = max(complete, key=lambda t: (t.value, -t.number))  # ties: the earliest trial
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else 1.0
+    best = max(complete, key=lambda t: (sign * t.value, -t.number))  # ties: the earliest trial
     cfg = setup.space.config_for(setup.base, best.params)
     finished = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
     pruned = finished - len(complete)

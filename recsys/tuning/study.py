@@ -131,6 +131,13 @@ def _pruner(setup: TuneSetup) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
+def direction(monitor: str) -> str:
+    """Ranking metrics and most next-action metrics grow; ``action_nll`` shrinks."""
+    from recsys import config
+
+    return "minimize" if getattr(config, "ACTION_MONITORS", {}).get(monitor) == "min" else "maximize"
+
+
 def _identity(setup: TuneSetup) -> dict[str, Any]:
     """What a study is: re-running with a different base config or space is refused."""
     base = setup.base.to_dict()
@@ -149,7 +156,7 @@ def open_study(setup: TuneSetup, storage, worker: int = 0) -> optuna.Study:
     study = optuna.create_study(
         storage=storage,
         study_name=setup.name,
-        direction="maximize",
+        direction=direction(setup.monitor),
         sampler=_sampler(setup, worker, n_existing),
         pruner=_pruner(setup),
         load_if_exists=True,

@@ -253,3 +253,10 @@ def test_a_retried_trial_continues_its_previous_attempts_checkpoint(files):
     assert retry.user_attrs["run_dir"] == first.user_attrs["run_dir"]  # continued in place
     assert retry.intermediate_values[0] == pytest.approx(0.1)  # the earlier attempt's curve, kept
     assert sorted(retry.intermediate_values) == [0, 1, 2]
+
+
+def test_the_study_direction_follows_the_monitored_metric():
+    from recsys.tuning.study import direction
+
+    assert direction("ndcg@10") == "maximize" and direction("action_accuracy") == "maximize"
+    assert direction("action_nll") == "minimize"
