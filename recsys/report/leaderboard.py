@@ -269,7 +269,7 @@ def _shortfall_note(row: Row) -> str:
     p = row.published
     cfg = _run_config(row.runs[0])
     model, train = cfg.get("model", {}), cfg.get("train", {})
-    ours = (f"{model.get('n_blocks')} blocks, {model.get('n_heads')} head(s), dim {model.get('dim')}, "
+    ours = (f"n_blocks {model.get('n_blocks')}, n_heads {model.get('n_heads')}, dim {model.get('dim')}, "
             f"dropout {model.get('dropout')}, max_len {model.get('max_len')}, {train.get('loss')} loss, "
             f"lr {train.get('lr')}, up to {train.get('max_epochs')} epochs with patience {train.get('patience')}")
     why = [f"ours ({ours}; {row.epochs:.0f} epochs run on average) is a frozen, untuned config",
