@@ -66,7 +66,6 @@ from recsys.inference.inputs import (
     encode_ids,
     unique_tokens,
 )
-from recsys.nn.heads import last_state
 
 
 @dataclass(frozen=True)
@@ -216,7 +215,7 @@ class Recommender:
         """(B, D) state after each history's newest item (or at the [MASK] after it, for
         cloze models). Call under inference_mode."""
         events = None if batch.events is None else torch.from_numpy(batch.events)
-        return last_state(self._encoder(torch.from_numpy(batch.inputs), events))  # (B, D)
+        return self._encoder.last_state(torch.from_numpy(batch.inputs), events)  # (B, D)
 
     # ---- public API --------------------------------------------------------------------
     def recommend(

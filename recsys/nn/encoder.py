@@ -121,7 +121,31 @@ class SASRecEncoder(nn.Module):
 
     def forward(self, inputs: torch.Tensor, events: torch.Tensor | None = None) -> torch.Tensor:
         """inputs: (B, L) token ids; events: (B, L) action ids, needed iff ``n_events > 0``."""
-        B, L = inputs.shape
+        x = self._embed(inputs, events)
+        mask = self.attention_mask(inputs)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.ln_f(x)  # (B, L, D)
+
+    def last_state(self, inputs: torch.Tensor, events: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, D): the newest position's output, ``forward(inputs, events)[:, -1]``, for less work.
+
+        Serving reads only that position. Every block but the last still runs over all
+        positions (the last block's keys and values need them); the last block projects one
+        query and runs its feed-forward for one row. Equal to the full forward up to float
+        rounding, for both the causal and the bidirectional mask."""
+        x = self._embed(inputs, events)
+        mask = self.attention_mask(inputs)
+        if not self.blocks:
+            return self.ln_f(x[:, -1])
+        for block in self.blocks[:-1]:
+            x = block(x, mask)
+        x = self.blocks[-1](x, mask[:, :, -1:], n_queries=1)  # (B, 1, D)
+        return self.ln_f(x[:, 0])  # (B, D)
+
+    def _embed(self, inputs: torch.Tensor, events: torch.Tensor | None) -> torch.Tensor:
+        """(B, L) ids -> (B, L, D): scaled item (+ action) embedding, positions, dropout."""
+        L = inputs.shape[1]
         if L > self.max_len:
             raise ValueError(f"sequence length {L} exceeds max_len {self.max_len}")
         if self.attr_emb is None:
@@ -138,11 +162,7 @@ class SASRecEncoder(nn.Module):
             # the end and a row's positions do not depend on how long its batch-mates are.
             positions = torch.arange(self.max_len - L, self.max_len, device=inputs.device)  # (L,)
             x = x + self.pos_emb(positions)  # (B, L, D)
-        x = self.emb_drop(x * (inputs != PAD_ID).unsqueeze(-1))
-        mask = self.attention_mask(inputs)
-        for block in self.blocks:
-            x = block(x, mask)
-        return self.ln_f(x)  # (B, L, D)
+        return self.emb_drop(x * (inputs != PAD_ID).unsqueeze(-1))
 
     def item_weights(self) -> torch.Tensor:
         """Output embeddings of the real items 1..n (tied to the input table)."""

@@ -15,13 +15,26 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(dim, dim)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, n_queries: int | None = None) -> torch.Tensor:
+        """x: (B, L, D) -> (B, Q, D), the outputs of the last Q positions (all L by default).
+
+        With ``n_queries`` set, keys and values still cover every position but queries are
+        projected for the last Q rows only; ``attn_mask`` is then (B, 1, Q, L)."""
         B, L, D = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, Dh)
+        H, Dh = self.n_heads, D // self.n_heads
+        if n_queries is None:
+            q, k, v = self.qkv(x).view(B, L, 3, H, Dh).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, Dh)
+        else:
+            w_q, w_kv = self.qkv.weight.split([D, 2 * D])
+            b_q, b_kv = self.qkv.bias.split([D, 2 * D])
+            k, v = F.linear(x, w_kv, b_kv).view(B, L, 2, H, Dh).permute(2, 0, 3, 1, 4)  # 2 x (B, H, L, Dh)
+            # .contiguous(): a fresh, aligned buffer keeps the GEMM's rounding independent of
+            # where the slice happens to start, so serving and evaluation agree bit for bit.
+            q = F.linear(x[:, L - n_queries :].contiguous(), w_q, b_q).view(B, n_queries, H, Dh).transpose(1, 2)  # (B, H, Q, Dh)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, H, L, Dh)
-        return self.out(y.transpose(1, 2).reshape(B, L, D))  # (B, L, D)
+        )  # (B, H, Q, Dh)
+        return self.out(y.transpose(1, 2).reshape(B, q.shape[2], D))  # (B, Q, D)
 
 
 class FeedForward(nn.Module):
@@ -46,6 +59,11 @@ class Block(nn.Module):
         self.ffn = FeedForward(dim, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln1(x), attn_mask))
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, n_queries: int | None = None) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D), or (B, Q, D) for the last ``n_queries`` positions only
+        (their values are the same as in the full output; see ``SelfAttention``)."""
+        h = self.attn(self.ln1(x), attn_mask, n_queries)
+        if n_queries is not None:
+            x = x[:, x.shape[1] - n_queries :].contiguous()
+        x = x + self.drop(h)
         return x + self.drop(self.ffn(self.ln2(x)))

@@ -18,7 +18,7 @@ from recsys.baselines.base import Baseline
 from recsys.eval.actions import next_action_metrics, purchase_metrics
 from recsys.eval.metrics import summarise
 from recsys.eval.ranking import mask_seen, target_ranks
-from recsys.nn.heads import ActionHeads, last_state, score_items
+from recsys.nn.heads import ActionHeads, score_items
 from recsys.nn.losses import LOSSES, NEGATIVES_NONE, NEGATIVES_ONE, action_ce, purchase_bce
 from recsys.training.negatives import NegativeSampler
 from recsys.types import Batch, EvalBatch
@@ -151,10 +151,10 @@ class SeqRecModule(RankingModule):
     # ---- evaluation -----------------------------------------------------------------
     def score(self, inputs: torch.Tensor, events: torch.Tensor | None = None) -> torch.Tensor:
         """Full-catalogue scores (B, V) for left-padded histories."""
-        return score_items(last_state(self.encoder(inputs, events)), self.encoder.item_weights())
+        return score_items(self.encoder.last_state(inputs, events), self.encoder.item_weights())
 
     def _eval_scores(self, batch: EvalBatch) -> torch.Tensor:
-        state = last_state(self.encoder(batch["inputs"], batch.get("events")))  # (B, D)
+        state = self.encoder.last_state(batch["inputs"], batch.get("events"))  # (B, D)
         if self.heads is not None:
             action_logits, purchase_logits = self.heads(state)
             out = {

@@ -138,3 +138,26 @@ def test_action_heads_shapes():
     a, p = heads(torch.randn(2, 8, 16))
     assert a.shape == (2, 8, 4) and p.shape == (2, 8)
     assert ActionHeads(16, 4)(torch.randn(3, 16))[1] is None
+
+
+def test_last_state_equals_the_full_forward_at_the_newest_position():
+    """The serving path (one query row in the last block) against the full forward, for
+    both masks, 1 and 3 blocks, action tokens, and rows padded to different lengths."""
+    torch.manual_seed(1)
+    inputs = torch.randint(1, 21, (6, 8))
+    inputs[0, :5] = 0  # a short history
+    inputs[1, :7] = 0  # a single item
+    events = torch.randint(1, 4, (6, 8)) * (inputs != 0)
+    for causal in (True, False):
+        for n_blocks in (1, 3):
+            torch.manual_seed(0)
+            enc = SASRecEncoder(20, dim=16, n_blocks=n_blocks, n_heads=2, max_len=8, dropout=0.0,
+                                causal=causal, n_events=3).eval()
+            full = enc(inputs, events)[:, -1]
+            fast = enc.last_state(inputs, events)
+            assert fast.shape == (6, 16)
+            torch.testing.assert_close(fast, full, atol=1e-6, rtol=1e-5)
+            # The shortcut must still read every position: change the oldest item of row 2.
+            changed = inputs.clone()
+            changed[2, 0] = 1 + changed[2, 0] % 20
+            assert not torch.allclose(enc.last_state(changed, events)[2], fast[2], atol=1e-4)
