@@ -31,11 +31,15 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """
     if scores.ndim != 2 or targets.ndim != 1 or scores.shape[0] != targets.shape[0]:
         raise ValueError(f"expected scores (B, V) and targets (B,), got {tuple(scores.shape)}, {tuple(targets.shape)}")
-    if torch.isnan(scores).any():
+    # One cheap reduction first: a row sum is NaN if the row holds a NaN (or both +inf and
+    # -inf); only then pay for the element-wise check, which decides.
+    if torch.isnan(scores.sum(dim=1)).any() and torch.isnan(scores).any():
         raise ValueError("scores contain NaN; ranking is undefined")
     if (targets <= PAD_ID).any() or (targets >= scores.shape[1]).any():
         raise ValueError("targets must be real item ids in 1..V-1")
     real = scores[:, PAD_ID + 1 :]  # (B, V-1): PAD is never a candidate
     target_scores = scores.gather(1, targets[:, None])  # (B, 1)
     # The target always counts itself once in ">=", so subtracting 1 and adding 1 cancel.
-    return (real >= target_scores).sum(dim=1).to(torch.int64)  # (B,)
+    # Counting the bools as bytes into int32 skips the (B, V) int64 copy that bool.sum() makes.
+    at_or_above = (real >= target_scores).view(torch.uint8)  # (B, V-1)
+    return at_or_above.sum(dim=1, dtype=torch.int32).to(torch.int64)  # (B,)
