@@ -30,7 +30,8 @@ class SelfAttention(nn.Module):
             k, v = F.linear(x, w_kv, b_kv).view(B, L, 2, H, Dh).permute(2, 0, 3, 1, 4)  # 2 x (B, H, L, Dh)
             # .contiguous(): a fresh, aligned buffer keeps the GEMM's rounding independent of
             # where the slice happens to start, so serving and evaluation agree bit for bit.
-            q = F.linear(x[:, L - n_queries :].contiguous(), w_q, b_q).view(B, n_queries, H, Dh).transpose(1, 2)  # (B, H, Q, Dh)
+            q = F.linear(x[:, L - n_queries :].contiguous(), w_q, b_q)  # (B, Q, D)
+            q = q.view(B, n_queries, H, Dh).transpose(1, 2)  # (B, H, Q, Dh)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )  # (B, H, Q, Dh)
