@@ -29,6 +29,8 @@ SAMPLER_NAMES = ("uniform", "popularity", "in_batch")
 # Validation metrics of the next-action head that eval.monitor may name instead of a ranking
 # metric (logs with data.event_col), with the direction that is better.
 ACTION_MONITORS = {"action_nll": "min", "action_accuracy": "max", "action_macro_f1": "max"}
+# Lightning accelerators train.accelerator may name ("auto": a GPU when there is one).
+ACCELERATORS = ("cpu", "gpu", "auto")
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,12 @@ class TrainConfig:
     ``purchase_event`` within the next k events, weighted by ``purchase_loss_weight``.
     ``logit_precision``: ``bf16`` runs the (positions x catalogue) products of the ``ce``
     loss on bf16 inputs with fp32 accumulation and an fp32 softmax; ``fp32`` is exact.
+
+    ``accelerator`` (``ACCELERATORS``), ``devices`` (processes per node, one per device) and
+    ``num_nodes`` go to the Lightning Trainer; more than one process in all trains with DDP
+    (gloo on CPU, NCCL on GPU). ``batch_size`` stays the global batch: each process takes a
+    slice of it, so the gradient is the one-process gradient (README, "Multi-process ...").
+    ``num_threads`` is per process.
     """
 
     loss: str = "ce"
@@ -131,6 +139,9 @@ class TrainConfig:
     patience: int = 10
     grad_clip: float = 0.0
     num_threads: int = 0
+    accelerator: str = "cpu"
+    devices: int = 1
+    num_nodes: int = 1
     deterministic: bool = True
     progress_bar: bool = True
     n_negatives: int = 256
@@ -332,6 +343,9 @@ def _validate(cfg: ExperimentConfig) -> None:
     need(0.0 <= cfg.model.dropout < 1.0, "model.dropout must be in [0, 1)")
     need(cfg.train.batch_size > 0 and cfg.train.lr > 0, "train.batch_size and train.lr must be > 0")
     need(cfg.train.max_epochs > 0, "train.max_epochs must be > 0")
+    need(cfg.train.accelerator in ACCELERATORS,
+         f"train.accelerator must be one of {ACCELERATORS}, got {cfg.train.accelerator!r}")
+    need(cfg.train.devices >= 1 and cfg.train.num_nodes >= 1, "train.devices and train.num_nodes must be >= 1")
     need(len(cfg.eval.ks) > 0 and all(k > 0 for k in cfg.eval.ks), "eval.ks must be positive")
     need(cfg.eval.batch_size > 0, "eval.batch_size must be > 0")
     metric, _, k = cfg.eval.monitor.partition("@")

@@ -1,10 +1,10 @@
 """Callbacks that make a run resumable with identical results.
 
 ``AtomicLastCheckpoint`` writes ``last.ckpt`` after every validation (temp file +
-rename, so a kill mid-write leaves the previous checkpoint intact). ``EpochSeed`` (with
-``data.datamodule.EpochBatchSampler``) makes each epoch's randomness a function of
-(seed, epoch), so a resumed run sees the same shuffles, masks and dropout as an
-uninterrupted one.
+rename, so a kill mid-write leaves the previous checkpoint intact; under DDP only rank 0
+writes). ``EpochSeed`` (with ``data.datamodule.EpochBatchSampler``) makes each epoch's
+randomness a function of (seed, epoch), so a resumed run sees the same shuffles, masks
+and dropout as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -34,10 +34,13 @@ class AtomicLastCheckpoint(Checkpoint):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
+        # Every process calls save_checkpoint (it ends in a barrier); only rank 0 writes.
         trainer.save_checkpoint(tmp)
-        os.replace(tmp, self.path)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
 
 
 def _module_generators(module: pl.LightningModule) -> list[torch.Generator]:
@@ -57,6 +60,11 @@ class EpochSeed(pl.Callback):
     With the data side keyed the same way (``EpochBatchSampler``), an epoch's shuffles,
     masks, negatives and dropout are a function of (seed, epoch) alone, so a run resumed
     from an epoch-end checkpoint draws exactly what the uninterrupted run drew.
+
+    Under DDP the module's generators (shared negatives) get the same key on every
+    process, as one process would draw them; the global torch RNG (dropout) is offset by
+    the process rank, so the processes' slices of a batch do not share dropout masks.
+    Rank 0 keeps the one-process key.
     """
 
     def __init__(self, seed: int) -> None:
@@ -66,7 +74,7 @@ class EpochSeed(pl.Callback):
         if batch_idx != 0:
             return
         key = epoch_seed(self.seed, trainer.current_epoch)
-        torch.manual_seed(key)
+        torch.manual_seed(key + trainer.global_rank)
         np.random.seed(key % 2**32)
         random.seed(key)
         for offset, gen in enumerate(_module_generators(pl_module), start=1):

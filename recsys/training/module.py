@@ -3,6 +3,12 @@
 All model maths lives in ``recsys.nn``; all ranking maths in ``recsys.eval``. Every model,
 neural or baseline, is evaluated by ``RankingModule``: validation and test share one
 code path (``_eval_step``) and differ only in the stage name.
+
+Under DDP each process scores its own users; at the end of an evaluation the per-user
+results of all processes are gathered and ordered by user index, so every process computes
+the same metrics over every user exactly once. In training each process weights its loss
+by its share of the global batch's positions (``loss_shares``), so the gradient DDP
+averages is the gradient of the one-process loss.
 """
 
 from __future__ import annotations
@@ -21,7 +27,19 @@ from recsys.eval.ranking import mask_seen, target_ranks
 from recsys.nn.heads import ActionHeads, score_items
 from recsys.nn.losses import LOSSES, NEGATIVES_NONE, NEGATIVES_ONE, action_ce, purchase_bce
 from recsys.training.negatives import NegativeSampler
-from recsys.types import Batch, EvalBatch
+from recsys.types import NO_LABEL, PAD_ID, Batch, EvalBatch
+
+
+def loss_shares(local: torch.Tensor, total: torch.Tensor, world: int) -> list[float]:
+    """Weights that turn per-process mean losses into the global mean's gradient.
+
+    Each loss term is a mean over positions (the item loss over positions with a target).
+    Process r holds ``local[t]`` of term t's ``total[t]`` positions; DDP averages gradients
+    over ``world`` processes, so weighting r's mean by ``world * local / total`` gives
+    ``(1 / world) sum_r world (n_r / N) mean_r = (1 / N) sum_i loss_i``: the mean over the
+    whole global batch, as one process computes it. A term with no positions anywhere gets 0.
+    """
+    return (world * local.double() / total.double().clamp(min=1)).tolist()
 
 
 class RankingModule(pl.LightningModule):
@@ -31,6 +49,7 @@ class RankingModule(pl.LightningModule):
         super().__init__()
         self.ks, self.exclude_seen = tuple(ks), exclude_seen
         self._ranks: list[torch.Tensor] = []
+        self._users: list[torch.Tensor] = []
         self.last_metrics: dict[str, dict[str, float]] = {}
         self.last_ranks: dict[str, torch.Tensor] = {}  # per-user ranks, in user order
         self.val_history: list[tuple[int, dict[str, float]]] = []
@@ -44,14 +63,41 @@ class RankingModule(pl.LightningModule):
         if self.exclude_seen:
             scores = mask_seen(scores, batch["seen_rows"], batch["seen_items"])
         self._ranks.append(target_ranks(scores, batch["targets"]))
+        self._users.append(batch["users"])
+
+    def _all_rows(self, local: torch.Tensor) -> torch.Tensor:
+        """Rows of ``local`` from every process, concatenated in rank order.
+
+        all_gather needs one shape everywhere, and the processes' user counts differ by up
+        to one: each pads to the longest, and the padding is cut off by the gathered counts.
+        """
+        counts = self.all_gather(torch.tensor([local.shape[0]], device=local.device)).view(-1).tolist()  # (W,)
+        pad = local.new_zeros((max(counts) - local.shape[0], *local.shape[1:]))
+        gathered = self.all_gather(torch.cat([local, pad]))  # (W, max(counts), ...)
+        return torch.cat([gathered[r, :n] for r, n in enumerate(counts)])
+
+    def _by_user(self, columns: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-user ``columns`` (this process's users, in its batch order) of every process,
+        on the CPU, ordered by user index; a user seen twice is an error, never averaged in."""
+        users = torch.cat(self._users) if self._users else torch.empty(0, dtype=torch.int64, device=self.device)
+        if self.trainer.world_size > 1:
+            users = self._all_rows(users)
+            columns = {k: self._all_rows(v) for k, v in columns.items()}
+        users = users.cpu()
+        order = torch.argsort(users, stable=True)
+        users = users[order]
+        if (users[1:] == users[:-1]).any():
+            raise RuntimeError("evaluation scored a user more than once: the processes' user shards overlap")
+        return {k: v.cpu()[order] for k, v in columns.items()}
 
     def _eval_end(self, stage: str, extra: dict[str, float] | None = None) -> None:
         """``extra``: further scalars (e.g. next-action metrics) to log and to keep in the
         validation history, so they can drive model selection; ``last_metrics`` stays ranking."""
-        # Ranks of all users are concatenated before averaging, so metrics do not
-        # depend on the evaluation batch size.
-        ranks = torch.cat(self._ranks)
+        # Ranks of all users (of all processes) are concatenated before averaging, so
+        # metrics depend neither on the evaluation batch size nor on the process count.
+        ranks = self._by_user({"ranks": torch.cat(self._ranks)})["ranks"]
         self._ranks.clear()
+        self._users.clear()
         metrics = summarise(ranks, self.ks)
         self.last_metrics[stage] = metrics
         self.last_ranks[stage] = ranks
@@ -59,7 +105,9 @@ class RankingModule(pl.LightningModule):
         if stage == "val" and not self.trainer.sanity_checking:
             self.val_history.append((self.current_epoch, logged))
         for name, value in logged.items():
-            self.log(f"{stage}/{name}", value, prog_bar=name == "ndcg@10", sync_dist=False)
+            # Already the all-process value, equal on every process: max over processes is
+            # an exact no-op (a mean need not be), and marks the value as synchronised.
+            self.log(f"{stage}/{name}", value, prog_bar=name == "ndcg@10", sync_dist=True, reduce_fx="max")
 
     def validation_step(self, batch: EvalBatch, batch_idx: int) -> None:
         self._eval_step(batch)
@@ -122,27 +170,49 @@ class SeqRecModule(RankingModule):
         spec, kwargs = self.loss_spec, dict(self.loss_options)
         if spec.negatives != NEGATIVES_NONE:
             shape = (*targets.shape, 1) if spec.negatives == NEGATIVES_ONE else (self.n_negatives,)
-            negatives, log_q = self.sampler(targets, shape)
-            kwargs["negatives"] = negatives
+            negatives, log_q = self.sampler(targets, shape)  # drawn on the CPU generator
+            kwargs["negatives"] = negatives.to(targets.device)
             if spec.log_q and self.logq_correction:
-                kwargs["log_q"] = log_q
+                kwargs["log_q"] = log_q.to(targets.device)
         return spec.fn(hidden, self.encoder.item_weights(), targets, **kwargs)
+
+    def _shares(self, batch: Batch) -> list[float]:
+        """Weight of this process's item, action and purchase losses (``loss_shares``);
+        all ones on one process. Every process calls it at every step: it all-reduces."""
+        if self.trainer.world_size == 1:
+            return [1.0, 1.0, 1.0]
+        local = torch.stack([
+            (batch["targets"] != PAD_ID).sum(),
+            (batch["next_events"] != PAD_ID).sum() if "next_events" in batch else batch["targets"].new_zeros(()),
+            (batch["purchase"] != NO_LABEL).sum() if "purchase" in batch else batch["targets"].new_zeros(()),
+        ])  # (3,) positions each mean runs over, here
+        total = self.trainer.strategy.reduce(local.clone(), reduce_op="sum")  # (3,) over the global batch
+        return loss_shares(local, total, self.trainer.world_size)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         B = batch["inputs"].shape[0]
+        item_share, action_share, purchase_share = self._shares(batch)
+        if item_share == 0.0:
+            # This process's slice of a short last batch is empty. A zero loss that touches
+            # every parameter keeps DDP's gradient sync in step and adds nothing to the sum.
+            return sum(p.sum() for p in self.parameters()) * 0.0
+        # Logged values are this process's means; the returned loss is weighted by its share.
         hidden = self.encoder(batch["inputs"], batch.get("events"))  # (B, L, D)
-        loss = self._item_loss(hidden, batch["targets"])
+        item = self._item_loss(hidden, batch["targets"])
+        logged, loss = item, item_share * item
         if self.heads is not None:
-            self.log("train/item_loss", loss, on_step=False, on_epoch=True, batch_size=B)
+            self.log("train/item_loss", item, on_step=False, on_epoch=True, batch_size=B)
             action_logits, purchase_logits = self.heads(hidden)  # (B, L, E), (B, L) | None
             action = action_ce(action_logits, batch["next_events"])
             self.log("train/action_loss", action, on_step=False, on_epoch=True, batch_size=B)
-            loss = loss + self.action_loss_weight * action
+            logged = logged + self.action_loss_weight * action
+            loss = loss + self.action_loss_weight * action_share * action
             if purchase_logits is not None:
                 purchase = purchase_bce(purchase_logits, batch["purchase"])
                 self.log("train/purchase_loss", purchase, on_step=False, on_epoch=True, batch_size=B)
-                loss = loss + self.purchase_loss_weight * purchase
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=B)
+                logged = logged + self.purchase_loss_weight * purchase
+                loss = loss + self.purchase_loss_weight * purchase_share * purchase
+        self.log("train/loss", logged, prog_bar=True, on_step=True, on_epoch=True, batch_size=B)
         return loss
 
     def configure_optimizers(self):
@@ -172,7 +242,8 @@ class SeqRecModule(RankingModule):
         if not self._actions:
             super()._eval_end(stage, extra)
             return
-        outputs = {k: torch.cat([a[k] for a in self._actions]).numpy() for k in self._actions[0]}
+        outputs = {k: v.numpy() for k, v in self._by_user(
+            {k: torch.cat([a[k] for a in self._actions]) for k in self._actions[0]}).items()}
         self._actions.clear()
         metrics = {"next_action": next_action_metrics(outputs["probs"], outputs["targets"], self.event_names)}
         if "purchase_prob" in outputs:

@@ -6,6 +6,11 @@ fingerprint), ``checkpoints/best.ckpt`` and ``last.ckpt`` (full state after each
 users in the data), ``status.json`` and the CSV training log. It is built under
 ``<run_dir>.partial`` (status ``running``, or ``failed`` with the error) and renamed into
 place only when every file is written, so a crashed run never looks complete.
+
+With ``train.devices`` x ``train.num_nodes`` > 1 the run is one Lightning DDP job: every
+process trains and evaluates its share, and rank 0 alone checks, writes and renames the
+run directory; the others write nothing (README, "Multi-process, multi-GPU and
+multi-node training").
 """
 
 from __future__ import annotations
@@ -76,18 +81,34 @@ def _module(cfg: ExperimentConfig, dm: SeqDataModule) -> RankingModule:
         raise ConfigError(f"{cfg.model.name}: {exc}") from exc
 
 
+def _distributed(cfg: ExperimentConfig) -> bool:
+    return cfg.train.devices * cfg.train.num_nodes > 1
+
+
 def _set_threads(cfg: ExperimentConfig) -> None:
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
+        if _distributed(cfg):
+            # Lightning's launcher sets cores // processes threads unless OMP_NUM_THREADS is
+            # set; with it set, train.num_threads (per process) stands, in launched processes too.
+            os.environ.setdefault("OMP_NUM_THREADS", str(cfg.train.num_threads))
 
 
 def _trainer(cfg: ExperimentConfig, **kwargs) -> pl.Trainer:
+    t = cfg.train
     return pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        deterministic=cfg.train.deterministic,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        # DDP when there is more than one process: Lightning launches the local processes
+        # itself (re-running the command line) unless torchrun or SLURM started them.
+        strategy="ddp" if _distributed(cfg) else "auto",
+        # The datamodule shards batches and users itself (same global batches as one
+        # process; each user scored once); a DistributedSampler would pad and repeat users.
+        use_distributed_sampler=False,
+        deterministic=t.deterministic,
         enable_model_summary=False,
-        enable_progress_bar=cfg.train.progress_bar,
+        enable_progress_bar=t.progress_bar,
         **kwargs,
     )
 
@@ -150,6 +171,15 @@ def fit(
     identical to an uninterrupted run with the same seed.
     """
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    # Made first: it knows this process's rank (from Lightning's launcher, torchrun or
+    # SLURM) before anything touches the disk.
+    evaluator = _trainer(cfg, logger=False, enable_checkpointing=False)
+    if not evaluator.is_global_zero:
+        # Rank 0 checks and writes the run directory; this process trains and evaluates
+        # its share and writes nothing, so nothing races. (Its default run_dir may carry
+        # another timestamp: the directory in use is rank 0's, broadcast in _fit_into.)
+        metrics, partial = _fit_into(cfg, partial_dir(run_dir), list(callbacks), resume, evaluator, writer=False)
+        return RunResult(partial.with_name(partial.name[: -len(".partial")]), metrics)
     if run_dir.exists():
         raise FileExistsError(f"run directory {run_dir} already exists")
     partial = partial_dir(run_dir)
@@ -164,7 +194,7 @@ def fit(
     _write_json(partial / "status.json", {"status": "running", "pid": os.getpid()})
     try:
         with _sigterm_as_interrupt():
-            metrics = _fit_into(cfg, partial, list(callbacks), resume)
+            metrics, _ = _fit_into(cfg, partial, list(callbacks), resume, evaluator)
     except (KeyboardInterrupt, SystemExit) as exc:
         _write_json(partial / "status.json", {"status": "interrupted", "error": repr(exc), "resumable": True})
         raise
@@ -187,7 +217,10 @@ def resume(run_dir: Path, callbacks: Sequence[pl.Callback] = ()) -> RunResult:
     return fit(ExperimentConfig.from_yaml(config), run_dir, callbacks, resume=True)
 
 
-def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback], resume: bool) -> dict:
+def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback], resume: bool,
+              evaluator: pl.Trainer, writer: bool = True) -> tuple[dict, Path]:
+    """Train and evaluate; only the ``writer`` (rank 0) writes the run's files into
+    ``partial``. Every process returns the same metrics, and rank 0's ``partial``."""
     started = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     _set_threads(cfg)
@@ -195,23 +228,24 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
         dm = _datamodule_for_run(cfg, partial)
     else:
         dm = _datamodule(cfg)
-        (partial / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-        dm.vocab.save(partial / "vocab.json")
-        (partial / "data.json").write_text(json.dumps({"fingerprint": dm.events.fingerprint}), encoding="utf-8")
+        if writer:
+            (partial / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+            dm.vocab.save(partial / "vocab.json")
+            (partial / "data.json").write_text(json.dumps({"fingerprint": dm.events.fingerprint}), encoding="utf-8")
     prepared = time.perf_counter()
-    if dm.event_vocab is not None:
+    if dm.event_vocab is not None and writer:
         dm.event_vocab.save(partial / EVENT_VOCAB)
 
     module = _module(cfg, dm)
     if is_baseline(cfg):  # fitted by counting: no gradient training, no checkpoint
         trained, epochs = time.perf_counter(), 0
     else:
-        epochs = _train(cfg, module, dm, partial, callbacks, resume)
+        epochs, written = _train(cfg, module, dm, partial, callbacks, resume)
         trained = time.perf_counter()
-        _load_weights(module, partial / CHECKPOINT)
-    evaluator = _trainer(cfg, logger=False, enable_checkpointing=False)
+        _load_weights(module, written / CHECKPOINT)
     evaluator.validate(module, datamodule=dm, verbose=False)
     evaluator.test(module, datamodule=dm, verbose=False)
+    partial = Path(evaluator.strategy.broadcast(str(partial)))  # rank 0's: the one written
     sign = -1.0 if _monitor_mode(cfg) == "min" else 1.0
     best_epoch = max(module.val_history, key=lambda e: sign * e[1][cfg.eval.monitor])[0] if module.val_history else None
 
@@ -220,7 +254,7 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
         "test": module.last_metrics["test"],
         "protocol": PROTOCOL,
         "exclude_seen": cfg.eval.exclude_seen,
-        "n_eval_users": len(dm.split.test),
+        "n_eval_users": int(module.last_ranks["test"].numel()),  # users scored, over all processes
         "dataset": {
             "name": cfg.data.name,
             "source": dm.events.source,
@@ -238,7 +272,8 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
         "versions": versions(),
         "git_commit": git_commit(),
         "machine": machine(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(),  # per process
+        "processes": evaluator.world_size,
     }
     if dm.item_attributes is not None:
         attrs = dm.item_attributes
@@ -246,6 +281,8 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
     actions = action_report(module, dm)
     if actions is not None:
         metrics["next_action"] = actions
+    if not writer:
+        return metrics, partial
     # Per-user ranks let the leaderboard bootstrap over users and pair models user by user.
     np.savez_compressed(
         partial / "ranks.npz",
@@ -253,13 +290,15 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
         test=module.last_ranks["test"].numpy().astype(np.int32),
     )
     _write_json(partial / "metrics.json", metrics)
-    return metrics
+    return metrics, partial
 
 
 def _train(cfg: ExperimentConfig, module: RankingModule, dm: SeqDataModule, partial: Path,
-           callbacks: list[pl.Callback], resume: bool = False) -> int:
+           callbacks: list[pl.Callback], resume: bool = False) -> tuple[int, Path]:
     """Gradient training with early stopping on validation; the best epoch is checkpointed,
-    and the full state after every epoch goes to last.ckpt, from which ``resume`` continues."""
+    and the full state after every epoch goes to last.ckpt, from which ``resume`` continues.
+    Returns the epochs run and the folder the checkpoints went to (rank 0's ``partial``,
+    on every process)."""
     last = partial / LAST_CHECKPOINT
     monitor, mode = f"val/{cfg.eval.monitor}", _monitor_mode(cfg)
     checkpoint = ModelCheckpoint(
@@ -284,7 +323,7 @@ def _train(cfg: ExperimentConfig, module: RankingModule, dm: SeqDataModule, part
         log_every_n_steps=10,
     )
     trainer.fit(module, datamodule=dm, ckpt_path=last if resume and last.is_file() else None)
-    return trainer.current_epoch
+    return trainer.current_epoch, Path(trainer.strategy.broadcast(str(partial)))
 
 
 def evaluate(run_dir: Path) -> dict[str, dict[str, float]]:
