@@ -43,7 +43,7 @@ class _SoftmaxCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: torch.Tensor, w: torch.Tensor, t: torch.Tensor, mm_dtype: torch.dtype) -> torch.Tensor:
         logits = _mm(h, w.T, mm_dtype)  # (N, V)
-        lse = torch.empty(h.shape[0], dtype=logits.dtype)
+        lse = torch.empty(h.shape[0], dtype=logits.dtype, device=logits.device)
         for i in range(0, h.shape[0], _ROW_BLOCK):
             lse[i : i + _ROW_BLOCK] = torch.logsumexp(logits[i : i + _ROW_BLOCK], dim=1)
         target_logit = logits.gather(1, t[:, None]).squeeze(1)  # (N,)
@@ -60,7 +60,7 @@ class _SoftmaxCE(torch.autograd.Function):
         for i in range(0, n, _ROW_BLOCK):
             block = grad[i : i + _ROW_BLOCK]
             block.sub_(lse[i : i + _ROW_BLOCK, None]).exp_()  # softmax
-        grad[torch.arange(n), t] -= 1.0
+        grad[torch.arange(n, device=grad.device), t] -= 1.0
         grad.mul_(scale)
         if ctx.mm_dtype != grad.dtype:
             grad = grad.to(ctx.mm_dtype)  # one cast serves both products
@@ -109,7 +109,7 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: torch.Tensor, w: torch.Tensor, t: torch.Tensor, chunk: int) -> torch.Tensor:
         n = h.shape[0]
-        lse = torch.empty(n, dtype=h.dtype)
+        lse = torch.empty(n, dtype=h.dtype, device=h.device)
         target_logit = (h * w[t]).sum(dim=1)  # (N,)
         for i in range(0, n, chunk):
             lse[i : i + chunk] = torch.logsumexp(h[i : i + chunk] @ w.T, dim=1)  # (chunk, V) -> (chunk,)
@@ -128,7 +128,7 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
             hc = h[i : i + chunk]
             g = hc @ w.T  # (chunk, V), recomputed
             g.sub_(lse[i : i + chunk, None]).exp_()  # softmax
-            g[torch.arange(hc.shape[0]), t[i : i + chunk]] -= 1.0
+            g[torch.arange(hc.shape[0], device=g.device), t[i : i + chunk]] -= 1.0
             g.mul_(scale)
             grad_h[i : i + chunk] = g @ w
             grad_w.addmm_(g.T, hc)
