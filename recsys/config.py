@@ -163,7 +163,7 @@ class EvalConfig:
 
     ks: tuple[int, ...] = (1, 5, 10, 20)
     exclude_seen: bool = False
-    batch_size: int = 1024
+    batch_size: int = 256  # users per scoring block; 256 was faster than 1024 on a 2-core CPU (SPEED.md)
     monitor: str = "ndcg@10"  # or a next-action metric (ACTION_MONITORS), for logs with actions
 
 

@@ -11,9 +11,17 @@ def score_items(user_state: torch.Tensor, item_weights: torch.Tensor) -> torch.T
 
     user_state: (B, D); item_weights: (n, D) for real items 1..n.
     """
-    scores = user_state @ item_weights.T  # (B, n)
-    pad = torch.full_like(scores[:, :1], float("-inf"))  # column PAD_ID == 0
-    return torch.cat([pad, scores], dim=1)  # (B, n + 1)
+    needs_grad = torch.is_grad_enabled() and (user_state.requires_grad or item_weights.requires_grad)
+    if needs_grad or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        scores = user_state @ item_weights.T  # (B, n)
+        pad = torch.full_like(scores[:, :1], float("-inf"))  # column PAD_ID == 0
+        return torch.cat([pad, scores], dim=1)  # (B, n + 1)
+    # Eager inference: the product writes straight into columns 1..n of the result (a
+    # strided view), which saves the copy of the whole (B, n) block that cat makes.
+    out = user_state.new_empty((user_state.shape[0], item_weights.shape[0] + 1))
+    out[:, 0] = float("-inf")  # column PAD_ID == 0
+    torch.mm(user_state, item_weights.T, out=out[:, 1:])
+    return out  # (B, n + 1)
 
 
 def last_state(hidden: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,9 @@ EXCLUDED_DATASETS = frozenset({"taobao-sample"})
 
 
 # Config fields that cannot change a result: where files go, whether a progress bar is drawn.
-COSMETIC = (("output_dir",), ("data", "data_dir"), ("train", "progress_bar"))
+# Settings that cannot change a result: metrics do not depend on the evaluation batch size
+# (ranks are pooled over all users before averaging; tests/eval checks it).
+COSMETIC = (("output_dir",), ("data", "data_dir"), ("train", "progress_bar"), ("eval", "batch_size"))
 
 
 @dataclass(frozen=True)
