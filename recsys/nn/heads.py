@@ -24,11 +24,6 @@ def score_items(user_state: torch.Tensor, item_weights: torch.Tensor) -> torch.T
     return out  # (B, n + 1)
 
 
-def last_state(hidden: torch.Tensor) -> torch.Tensor:
-    """Left-padded inputs put the newest position last: (B, L, D) -> (B, D)."""
-    return hidden[:, -1]
-
-
 class ActionHeads(nn.Module):
     """Multi-task heads on the encoder's hidden states, for logs with action types.
 

@@ -121,11 +121,12 @@ def test_bert4rec_inputs_are_the_training_collate_s(tmp_path):
     np.testing.assert_array_equal(got, expected)
     # and the user state is read at the [MASK]: recommend equals score_items at the last column
     rec = Recommender(art)
-    from recsys.nn.heads import last_state, score_items
+    from recsys.nn.heads import score_items
 
     with torch.no_grad():
         enc = art.build_encoder()
-        scores = score_items(last_state(enc(torch.from_numpy(expected))), enc.item_weights())
+        # The full forward's last column, an independent path from the recommender's last_state.
+        scores = score_items(enc(torch.from_numpy(expected))[:, -1], enc.item_weights())
     out = rec.recommend(histories, k=25)
     for row in range(3):
         np.testing.assert_allclose(out.scores[row], scores[row, vocab.encode(out.items[row])].numpy(), atol=1e-6)
