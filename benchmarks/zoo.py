@@ -133,7 +133,7 @@ def table() -> str:
         "Regenerate: `.venv/bin/python benchmarks/zoo.py` (reuses finished runs; `--force` redoes them).",
         "",
         "S3-Rec Amazon Beauty (22,363 users, 12,101 items), leave-one-out, **full-catalogue ranking**",
-        "with pessimistic ties and `exclude_seen` on (the protocol of the published SASRec+ numbers; no",
+        "with pessimistic ties and `exclude_seen` on (as the reference leave-one-out implementations; no",
         "Beauty target repeats a history item), one seed (42), test split unless marked. Model selection on validation",
         "NDCG@10. **Epoch caps** (in the frozen configs): the full-CE rows run the frozen",
         "`sasrec-ce.yaml` budget, at most 16 epochs with early-stopping patience 4; the sampled-loss",
