@@ -35,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,34 +154,28 @@ def section_step(args, n_batches: int = 12) -> dict:
 # ---- epoch -----------------------------------------------------------------------------------
 
 
-class _EpochClock:
-    """Lightning callback: wall time of each epoch's training part and of its validation."""
+class EpochClock(pl.Callback):
+    """Wall time of each epoch's training part and of its validation, and its val NDCG@10."""
 
     def __init__(self) -> None:
-        import pytorch_lightning as pl
+        self.train, self.val, self.val_ndcg, self._t = [], [], [], 0.0
 
-        class Clock(pl.Callback):
-            def __init__(self) -> None:
-                self.train, self.val, self.val_ndcg, self._t = [], [], [], 0.0
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self._t = time.perf_counter()
 
-            def on_train_epoch_start(self, trainer, module) -> None:
-                self._t = time.perf_counter()
+    def on_validation_epoch_start(self, trainer, module) -> None:
+        if not trainer.sanity_checking:
+            self.train.append(time.perf_counter() - self._t)
+            self._t = time.perf_counter()
 
-            def on_validation_epoch_start(self, trainer, module) -> None:
-                if not trainer.sanity_checking:
-                    self.train.append(time.perf_counter() - self._t)
-                    self._t = time.perf_counter()
+    def on_validation_epoch_end(self, trainer, module) -> None:
+        if not trainer.sanity_checking:
+            self.val.append(time.perf_counter() - self._t)
 
-            def on_validation_epoch_end(self, trainer, module) -> None:
-                if not trainer.sanity_checking:
-                    self.val.append(time.perf_counter() - self._t)
-
-            def on_train_epoch_end(self, trainer, module) -> None:
-                # Called after the epoch's validation, once the module has logged its metrics
-                # (callbacks' on_validation_epoch_end run before the module's).
-                self.val_ndcg.append(float(trainer.callback_metrics.get("val/ndcg@10", float("nan"))))
-
-        self.callback = Clock()
+    def on_train_epoch_end(self, trainer, module) -> None:
+        # Called after the epoch's validation, once the module has logged its metrics
+        # (callbacks' on_validation_epoch_end run before the module's).
+        self.val_ndcg.append(float(trainer.callback_metrics.get("val/ndcg@10", float("nan"))))
 
 
 def section_epoch(args) -> dict:
@@ -193,7 +188,7 @@ def section_epoch(args) -> dict:
         t0 = time.perf_counter()
         build_datamodule(cfg)
         prepare_s = time.perf_counter() - t0
-        clock = _EpochClock().callback
+        clock = EpochClock()
         with tempfile.TemporaryDirectory(prefix="recsys-speed-") as tmp:
             result = fit(cfg, Path(tmp) / "run", callbacks=[clock])
         out[name] = {
