@@ -26,6 +26,7 @@ ENCODER_NAMES = ("sasrec", "bert4rec")
 BASELINE_NAMES = ("popularity", "recent_popularity", "transitions")
 LOSS_NAMES = ("ce", "ce_chunked", "sampled", "bce", "gbce")
 SAMPLER_NAMES = ("uniform", "popularity", "in_batch")
+NEGATIVES_PER = ("batch", "position")
 # Validation metrics of the next-action head that eval.monitor may name instead of a ranking
 # metric (logs with data.event_col), with the direction that is better.
 ACTION_MONITORS = {"action_nll": "min", "action_accuracy": "max", "action_macro_f1": "max"}
@@ -117,7 +118,10 @@ class TrainConfig:
     softmax over ``n_negatives`` negatives from ``sampler`` (with logQ correction if
     ``logq_correction``), ``bce`` one uniform negative per position (original SASRec),
     ``gbce`` gSASRec's generalised BCE with calibration ``gbce_t`` and ``n_negatives``
-    uniform negatives (Petrov & Macdonald, RecSys 2023). ``mask_prob``: cloze masking
+    uniform negatives (Petrov & Macdonald, RecSys 2023). ``negatives_per``: ``batch`` draws
+    the ``n_negatives`` of ``sampled`` / ``gbce`` once per batch, shared by every position
+    (one (N, D) x (D, K) product); ``position`` draws them afresh for every position, as
+    gSASRec's reference code does (N x K gathered rows: more memory). ``mask_prob``: cloze masking
     rate of ``bert4rec``. With ``data.event_col`` set, ``action_loss_weight`` weights the
     next-action loss and ``purchase_horizon`` > 0 adds a head that predicts a
     ``purchase_event`` within the next k events, weighted by ``purchase_loss_weight``.
@@ -150,6 +154,7 @@ class TrainConfig:
     gbce_t: float = 0.75
     chunk_size: int = 1024
     logit_precision: str = "fp32"
+    negatives_per: str = "batch"
     mask_prob: float = 0.2
     action_loss_weight: float = 0.5
     purchase_horizon: int = 0
@@ -320,6 +325,7 @@ def _validate(cfg: ExperimentConfig) -> None:
         "train.loss=gbce needs train.sampler=uniform: its calibration assumes uniform negatives",
     )
     need(cfg.train.n_negatives > 0 and cfg.train.chunk_size > 0, "train.n_negatives and train.chunk_size must be > 0")
+    need(cfg.train.negatives_per in NEGATIVES_PER, f"train.negatives_per must be one of {NEGATIVES_PER}")
     need(0.0 <= cfg.train.gbce_t <= 1.0, "train.gbce_t must be in [0, 1]")
     need(cfg.train.logit_precision in ("fp32", "bf16"), "train.logit_precision must be fp32 or bf16")
     need(0.0 < cfg.train.mask_prob < 1.0, "train.mask_prob must be in (0, 1)")

@@ -35,6 +35,10 @@ EXCLUDED_DATASETS = frozenset({"taobao-sample"})
 # Settings that cannot change a result: metrics do not depend on the evaluation batch size
 # (ranks are pooled over all users before averaging; tests/eval checks it).
 COSMETIC = (("output_dir",), ("data", "data_dir"), ("train", "progress_bar"), ("eval", "batch_size"))
+# Fields added after results existed, with the value that reproduces the older behaviour: at
+# that value they are left out of the hash, so adding a field does not make every finished
+# run stale, while a run that sets another value hashes differently.
+ADDED_FIELDS = {("train", "negatives_per"): "batch"}
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,9 @@ def config_hash(cfg: ExperimentConfig, with_seed: bool = True) -> str:
         for key in path[:-1]:
             node = node[key]
         node.pop(path[-1], None)
+    for (section, key), old in ADDED_FIELDS.items():
+        if doc.get(section, {}).get(key) == old:
+            del doc[section][key]
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()
 
 

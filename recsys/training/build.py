@@ -81,6 +81,7 @@ def build_module(cfg: ExperimentConfig, dm: SeqDataModule) -> RankingModule:
         loss_options={arg: getattr(t, name) for arg, name in spec.options.items()},
         sampler=sampler,
         n_negatives=t.n_negatives,
+        negatives_per=t.negatives_per,
         logq_correction=t.logq_correction,
         heads=heads,
         action_loss_weight=t.action_loss_weight,

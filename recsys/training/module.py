@@ -125,7 +125,8 @@ class RankingModule(pl.LightningModule):
 class SeqRecModule(RankingModule):
     """A trained encoder. ``loss`` names a ``recsys.nn.losses.LOSSES`` entry; ``loss_options``
     are its keyword options (e.g. ``chunk_size``); losses that need negatives draw them
-    from ``sampler`` (``n_negatives`` shared per batch, or one per position).
+    from ``sampler``: ``bce`` one per position; ``sampled`` and ``gbce`` ``n_negatives``,
+    shared by the batch (``negatives_per="batch"``) or drawn for each position (``"position"``).
 
     ``heads`` (logs with action types): next-action CE weighted by ``action_loss_weight``
     and, if the heads have one, purchase-within-k BCE weighted by ``purchase_loss_weight``.
@@ -142,6 +143,7 @@ class SeqRecModule(RankingModule):
         loss_options: Mapping[str, Any] | None = None,
         sampler: NegativeSampler | None = None,
         n_negatives: int = 256,
+        negatives_per: str = "batch",
         logq_correction: bool = True,
         heads: ActionHeads | None = None,
         action_loss_weight: float = 0.5,
@@ -156,7 +158,10 @@ class SeqRecModule(RankingModule):
         if self.loss_spec.negatives != NEGATIVES_NONE and sampler is None:
             raise ValueError(f"loss {loss!r} needs a negative sampler")
         self.loss_options = dict(loss_options or {})
+        if negatives_per not in ("batch", "position"):
+            raise ValueError(f"negatives_per must be 'batch' or 'position', got {negatives_per!r}")
         self.sampler, self.n_negatives, self.logq_correction = sampler, n_negatives, logq_correction
+        self.negatives_per = negatives_per
         self.lr, self.weight_decay = lr, weight_decay
         self.heads = heads  # registered (and in the state_dict) only when the log has actions
         self.action_loss_weight, self.purchase_loss_weight = action_loss_weight, purchase_loss_weight
@@ -169,7 +174,12 @@ class SeqRecModule(RankingModule):
     def _item_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         spec, kwargs = self.loss_spec, dict(self.loss_options)
         if spec.negatives != NEGATIVES_NONE:
-            shape = (*targets.shape, 1) if spec.negatives == NEGATIVES_ONE else (self.n_negatives,)
+            if spec.negatives == NEGATIVES_ONE:
+                shape = (*targets.shape, 1)
+            elif self.negatives_per == "position":
+                shape = (*targets.shape, self.n_negatives)
+            else:
+                shape = (self.n_negatives,)
             negatives, log_q = self.sampler(targets, shape)  # drawn on the CPU generator
             kwargs["negatives"] = negatives.to(targets.device)
             if spec.log_q and self.logq_correction:

@@ -80,6 +80,9 @@ def test_config_hash_ignores_cosmetics_but_not_results(tmp_path):
     h = runner.config_hash(base)
     assert runner.config_hash(base.with_overrides(["output_dir=/elsewhere", "train.progress_bar=true"])) == h
     assert runner.config_hash(base.with_overrides(["train.lr=0.5"])) != h
+    # a field added later hashes as before at its old-behaviour value, and differently otherwise
+    assert runner.config_hash(base.with_overrides(["train.negatives_per=batch"])) == h
+    assert runner.config_hash(base.with_overrides(["train.negatives_per=position"])) != h
     assert runner.config_hash(base.with_overrides(["seed=2"])) != h
     assert runner.config_hash(base.with_overrides(["seed=2"]), with_seed=False) == runner.config_hash(base, False)
 

@@ -31,6 +31,19 @@ def test_module_draws_negatives_from_its_seeded_sampler_and_calls_the_pure_loss(
         assert not torch.allclose(m._item_loss(hidden, TARGETS), got)  # the next batch draws new negatives
 
 
+def test_per_position_negatives_are_drawn_for_every_position():
+    for name in ("sampled", "gbce"):
+        m = _module(name, negatives_per="position")
+        hidden = m.encoder(INPUTS)
+        got = m._item_loss(hidden, TARGETS)
+        negatives, log_q = NegativeSampler("uniform", 9, seed=5)(TARGETS, (2, 4, 6))  # (B, L, K)
+        kwargs = {"log_q": log_q} if name == "sampled" else {}
+        want = LOSSES[name].fn(hidden, m.encoder.item_weights(), TARGETS, negatives=negatives, **kwargs)
+        assert torch.allclose(got, want), name
+        shared = _module(name)._item_loss(hidden, TARGETS)  # same generator state, (K,) draw
+        assert not torch.allclose(got, shared), name
+
+
 def test_logq_correction_can_be_switched_off():
     on, off = _module("sampled"), _module("sampled", logq_correction=False)
     hidden = on.encoder(INPUTS)

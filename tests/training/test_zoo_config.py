@@ -13,6 +13,7 @@ EVENTS = ["data.format=csv", "data.event_col=behavior"]
     (["train.sampler=hard"], "train.sampler must be one of"),
     (["train.loss=gbce", "train.sampler=popularity"], "calibration assumes uniform"),
     (["train.gbce_t=1.5"], "gbce_t"),
+    (["train.negatives_per=user"], "train.negatives_per must be one of"),
     (["train.mask_prob=0"], "mask_prob"),
     (["model.name=gru4rec"], "model.name must be one of"),
     (["model.name=bert4rec", *EVENTS], "causal encoder only"),
