@@ -95,7 +95,9 @@ class ModelConfig:
     ``use_actions``: embed the action type of each position when ``data.event_col`` is
     set (off: actions are still predicted by the next-action head, just not read).
     ``recent_days``: window of the ``recent_popularity`` baseline, in days before the
-    last training event (needs real timestamps).
+    last training event (needs real timestamps). ``tied_output``: score items with the
+    input item table (SASRec, BERT4Rec); off, a separate output table (the default of
+    gSASRec's reference code), so the losses' push on output rows leaves the inputs alone.
     """
 
     name: str = "sasrec"
@@ -107,6 +109,7 @@ class ModelConfig:
     use_positions: bool = True
     use_actions: bool = True
     recent_days: float = 7.0
+    tied_output: bool = True
 
 
 @dataclass(frozen=True)

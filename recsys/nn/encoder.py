@@ -42,10 +42,12 @@ class SASRecEncoder(nn.Module):
         use_positions: bool = True,
         n_events: int = 0,
         item_attributes: Sequence[Sequence[int]] | None = None,
+        tied_output: bool = True,
     ) -> None:
         """``n_events``: action types 1..E (0 = padding), 0 = no action embedding.
         ``item_attributes[i]``: attribute ids (>= 1) of item token ``i + 1``, one entry per
-        item 1..n; ``None`` = no attribute embedding."""
+        item 1..n; ``None`` = no attribute embedding. ``tied_output``: items are scored
+        with the input table; off, with a separate (n + 1, D) output table."""
         super().__init__()
         self.n_items, self.dim, self.max_len, self.causal = n_items, dim, max_len, causal
         self.item_emb = nn.Embedding(n_items + 2, dim, padding_idx=PAD_ID)  # PAD, items, MASK
@@ -71,7 +73,8 @@ class SASRecEncoder(nn.Module):
             self.register_buffer("attr_ids", ids)
             self.register_buffer("attr_offsets", torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)]))
             self.attr_emb = nn.EmbeddingBag(n_attrs + 1, dim, mode="mean", include_last_offset=True)
-        for extra in (self.event_emb, self.attr_emb):
+        self.out_emb = None if tied_output else nn.Embedding(n_items + 1, dim, padding_idx=PAD_ID)
+        for extra in (self.event_emb, self.attr_emb, self.out_emb):
             if extra is not None:
                 self._init(extra)
 
@@ -87,6 +90,7 @@ class SASRecEncoder(nn.Module):
         return cls(
             n_items, cfg.dim, cfg.n_blocks, cfg.n_heads, cfg.max_len, cfg.dropout,
             causal=causal, use_positions=cfg.use_positions, n_events=n_events, item_attributes=item_attributes,
+            tied_output=cfg.tied_output,
         )
 
     @staticmethod
@@ -165,7 +169,10 @@ class SASRecEncoder(nn.Module):
         return self.emb_drop(x * (inputs != PAD_ID).unsqueeze(-1))
 
     def item_weights(self) -> torch.Tensor:
-        """Output embeddings of the real items 1..n (tied to the input table)."""
+        """Output embeddings of the real items 1..n: the input table's rows (tied), or the
+        separate output table's."""
+        if self.out_emb is not None:
+            return self.out_emb.weight[1 : self.n_items + 1]  # (V-1, D)
         return self.token_table()[1 : self.n_items + 1]  # (V-1, D)
 
 

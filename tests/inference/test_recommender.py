@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -245,8 +246,9 @@ def test_item_embeddings_are_a_read_only_view(rec):
         emb[0, 0] = 1.0
 
 
-def test_save_load_round_trip_scores_identically(tmp_path):
-    art = random_artifact(25, SMALL_MODEL, seed=5)
+@pytest.mark.parametrize("model", [SMALL_MODEL, dataclasses.replace(SMALL_MODEL, tied_output=False)])
+def test_save_load_round_trip_scores_identically(tmp_path, model):
+    art = random_artifact(25, model, seed=5)
     before = Recommender(art).recommend([["i1", "i4"], ["i9"]], k=25)
     after = Recommender.load(save_artifact(art, tmp_path / "a")).recommend([["i1", "i4"], ["i9"]], k=25)
     assert before.items == after.items

@@ -44,12 +44,27 @@ def test_padding_row_gives_finite_outputs_and_output_is_tied():
     assert enc.item_weights().shape == (20, 16)
 
 
+def test_untied_output_scores_with_its_own_table_and_leaves_the_inputs_alone():
+    tied, untied = _encoder(), _encoder(tied_output=False)
+    assert set(untied.state_dict()) == PLAIN_KEYS | {"out_emb.weight"}
+    assert untied.item_weights().data_ptr() == untied.out_emb.weight[1:].data_ptr()
+    assert untied.item_weights().shape == (20, 16)
+    # the core is initialised before the output table, so the hidden states are the tied model's
+    assert torch.equal(tied(X), untied(X))
+    assert not torch.allclose(tied.item_weights(), untied.item_weights())
+    # a loss on the output scores alone moves the output table, not the input table
+    h = untied(X).detach()
+    (h[:, -1] @ untied.item_weights().T).logsumexp(dim=1).sum().backward()
+    assert untied.out_emb.weight.grad.abs().sum() > 0 and untied.item_emb.weight.grad is None
+    assert build_encoder(ModelConfig(tied_output=False), 10).out_emb is not None
+
+
 def test_config_defaults_equal_constructor_defaults():
     import inspect
 
     params = inspect.signature(SASRecEncoder).parameters
     cfg = ModelConfig()
-    for name in ("dim", "n_blocks", "n_heads", "max_len", "dropout"):
+    for name in ("dim", "n_blocks", "n_heads", "max_len", "dropout", "tied_output"):
         assert getattr(cfg, name) == params[name].default, name
     assert isinstance(build_encoder(cfg, 10), SASRecEncoder)
 
