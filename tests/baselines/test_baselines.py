@@ -81,6 +81,25 @@ def test_action_baselines_by_hand():
     assert rate.tolist() == pytest.approx([2 / 4, 2 / 3, 1 / 2])
 
 
+def test_class_weights_fitted_to_macro_f1_recover_a_minority_class():
+    from sklearn.metrics import f1_score
+
+    from recsys.baselines.actions import fit_class_weights, reweighted
+
+    # class 1 is never the argmax, but its probability ranks its rows first: a weight w on it
+    # with 0.3 w > 0.7 and 0.1 w < 0.9, i.e. 7/3 < w < 9, classifies every row correctly
+    probs = np.array([[0.7, 0.3], [0.7, 0.3], [0.9, 0.1], [0.9, 0.1], [0.9, 0.1]])
+    targets = np.array([1, 1, 0, 0, 0])
+    assert f1_score(targets, probs.argmax(1), average="macro", labels=[0, 1], zero_division=0) == pytest.approx(0.375)
+    w = fit_class_weights(probs, targets)
+    assert w[0] == 1.0 and 7 / 3 < w[1] < 9
+    out = reweighted(probs, w)
+    assert out.argmax(1).tolist() == targets.tolist()
+    assert out.sum(1) == pytest.approx(np.ones(5))
+    # nothing to gain: the weights stay at one
+    assert fit_class_weights(np.eye(2)[targets] * 0.8 + 0.1, targets).tolist() == [1.0, 1.0]
+
+
 def test_prior_correction_divides_by_the_prior_and_renormalises():
     from recsys.baselines.actions import prior_corrected
 

@@ -95,7 +95,11 @@ def test_action_model_reports_next_action_and_purchase_beside_baselines(log, tmp
     assert report["actions"] == ["buy", "cart", "pv"] and report["purchase_horizon"] == 2
     test = report["test"]
     assert set(test["next_action"]) == {"model", "model_prior_corrected", "majority_class", "repeat_last_action",
-                                        "action_markov", "action_markov_prior_corrected"}
+                                        "action_markov", "action_markov_prior_corrected",
+                                        "model_valid_weighted", "action_markov_valid_weighted"}
+    weights = report["valid_fitted_class_weights"]
+    assert set(weights) == {"model", "action_markov"} and set(weights["model"]) == {"buy", "cart", "pv"}
+    assert weights["model"]["buy"] == 1.0  # class 0 is the reference weight
     assert sum(report["train_next_action_distribution"].values()) == pytest.approx(1.0)
     assert test["next_action"]["model"]["n"] == 120
     assert set(test["next_action"]["model"]["roc_auc"]) == {"buy", "cart", "pv"}
