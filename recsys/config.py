@@ -129,7 +129,8 @@ class TrainConfig:
     next-action loss and ``purchase_horizon`` > 0 adds a head that predicts a
     ``purchase_event`` within the next k events, weighted by ``purchase_loss_weight``.
     ``logit_precision``: ``bf16`` runs the (positions x catalogue) products of the ``ce``
-    loss on bf16 inputs with fp32 accumulation and an fp32 softmax; ``fp32`` is exact.
+    loss on bf16 inputs (fp32 accumulation, bf16-rounded products) and an fp32 softmax;
+    ``fp32`` is exact.
 
     ``accelerator`` (``ACCELERATORS``), ``devices`` (processes per node, one per device) and
     ``num_nodes`` go to the Lightning Trainer; more than one process in all trains with DDP

@@ -36,8 +36,11 @@ class _SoftmaxCE(torch.autograd.Function):
     ``softmax - onehot`` overwrites them in place, block by block.
 
     ``mm_dtype=torch.bfloat16`` runs the three (N, V)-sized matrix products on bf16
-    inputs with fp32 results (the softmax itself stays fp32): on CPUs with AVX512-BF16
-    that is several times faster than fp32 GEMM, like TF32 on a GPU.
+    inputs (the kernel accumulates in fp32 but returns bf16: torch has no CPU bf16 x bf16 -> fp32
+    product, so each logit is rounded to bf16, about 3 significant digits, then widened; the
+    softmax itself stays fp32). On CPUs with AVX512-BF16 the bf16 GEMM is faster than fp32
+    (2.4x on a large square product on the 2-core test machine; see benchmarks/SPEED.md),
+    much as TF32 is on a GPU.
     """
 
     @staticmethod
@@ -68,7 +71,7 @@ class _SoftmaxCE(torch.autograd.Function):
 
 
 def _mm(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``a @ b`` with inputs cast to ``dtype`` and an fp32 result."""
+    """``a @ b`` with inputs cast to ``dtype``, returned as fp32 (for bf16: a bf16 product, widened)."""
     if dtype == a.dtype == b.dtype:
         return a @ b
     return (a.to(dtype) @ b.to(dtype)).float()
