@@ -17,34 +17,53 @@ Sections (issue 6):
   Beauty. Data preparation (read, vocabulary, split) is timed on its own.
 - ``eval``: full-ranking evaluation of every S3-Rec Beauty user (test split: encoder on the
   newest position, scores over all 12,101 items, pessimistic ranks), batched, in users/s.
+- ``peers``: SASRec side by side, same data, settings and threads: ours
+  (``benchmarks/peers/run_ours.py``, ``recsys.training.run.fit``), RecTools
+  (``run_rectools.py``) and RecBole (``run_recbole.py``), each in a process of its own. The
+  peers run in their own environment, ``benchmarks/peers/.venv``, created here from
+  ``benchmarks/peers/requirements.txt`` if missing; they are never dependencies of recsys.
+  Every library gets the one leave-one-out split recsys makes, and every library's
+  validation (after each epoch) and test NDCG@10 come from recsys's ranking and metric code
+  (``benchmarks/peers/common.py``). A run stops after ``--peer-max-epochs``, after
+  ``--patience`` epochs without a better validation NDCG@10, or after ``--budget-minutes``.
 
-Peers (RecTools, RecBole) are not run by this script yet; SPEED.md quotes the issue's
-reference figures for them, measured on this machine, and says so.
+  The default budget, 60 minutes a run, lets RecBole finish one epoch on the ML-1M partial
+  (about 48 minutes); the whole section takes up to about 6 hours on a quiet 2-core machine.
+
+    .venv/bin/python benchmarks/speed.py --sections gemm step epoch eval peers    # everything
+    .venv/bin/python benchmarks/speed.py --sections peers --max-users 300 --budget-minutes 2 \
+        --peer-max-epochs 2 --out /tmp/SPEED.md                                    # a smoke run
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import pytorch_lightning as pl
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("RECSYS_DATA_DIR", str(ROOT.parent / "shared" / "datasets"))  # as the Makefile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serving import load_average, machine  # noqa: E402  (benchmarks/ is a folder of scripts)
+from peers import report  # noqa: E402  (benchmarks/ is a folder of scripts)
+from peers.common import prepared_from_split, save_prepared, write_peer_files  # noqa: E402
+from peers.run_ours import EpochClock  # noqa: E402
+from serving import load_average, machine  # noqa: E402
 
 from recsys.config import ExperimentConfig  # noqa: E402
+from recsys.eval.metrics import summarise  # noqa: E402
 from recsys.training.build import build_datamodule, build_module  # noqa: E402
 
 ISSUE_SETTINGS = [  # issue 6: "max length 200, 2 blocks, hidden size 64, 1 head, dropout 0.2, batch 128, Adam lr 1e-3"
@@ -154,30 +173,6 @@ def section_step(args, n_batches: int = 12) -> dict:
 # ---- epoch -----------------------------------------------------------------------------------
 
 
-class EpochClock(pl.Callback):
-    """Wall time of each epoch's training part and of its validation, and its val NDCG@10."""
-
-    def __init__(self) -> None:
-        self.train, self.val, self.val_ndcg, self._t = [], [], [], 0.0
-
-    def on_train_epoch_start(self, trainer, module) -> None:
-        self._t = time.perf_counter()
-
-    def on_validation_epoch_start(self, trainer, module) -> None:
-        if not trainer.sanity_checking:
-            self.train.append(time.perf_counter() - self._t)
-            self._t = time.perf_counter()
-
-    def on_validation_epoch_end(self, trainer, module) -> None:
-        if not trainer.sanity_checking:
-            self.val.append(time.perf_counter() - self._t)
-
-    def on_train_epoch_end(self, trainer, module) -> None:
-        # Called after the epoch's validation, once the module has logged its metrics
-        # (callbacks' on_validation_epoch_end run before the module's).
-        self.val_ndcg.append(float(trainer.callback_metrics.get("val/ndcg@10", float("nan"))))
-
-
 def section_epoch(args) -> dict:
     from recsys.training.run import fit
 
@@ -236,7 +231,157 @@ def section_eval(args) -> dict:
     return out
 
 
+# ---- peers -----------------------------------------------------------------------------------
+
+PEERS = Path(__file__).resolve().with_name("peers")
+PEER_LIBRARIES = ("rectools", "recbole")
+TORCH_PIN = "torch==2.13.0"  # installed first: it resolves to the local CPU wheel, not GBs of CUDA
+
+
+def peers_python(venv: Path) -> Path:
+    """The peers' interpreter; (re)creates ``venv`` when it is missing or requirements.txt changed."""
+    python, requirements = venv / "bin" / "python", PEERS / "requirements.txt"
+    stamp = venv / "requirements.sha256"
+    digest = hashlib.sha256(f"{TORCH_PIN}\n".encode() + requirements.read_bytes()).hexdigest()
+    if python.exists() and stamp.exists() and stamp.read_text().strip() == digest:
+        return python
+    print(f"   creating the peers' environment {venv} (a few minutes)", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-qq", TORCH_PIN], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-qq", "-r", str(requirements)], check=True)
+    stamp.write_text(digest + "\n")
+    return python
+
+
+def peers_config(name: str, args, folder: Path) -> tuple[list[str], Path]:
+    """Overrides for ours (the issue's settings, the run's epochs, patience and threads) and the
+    config file they apply to. With ``--max-users N`` the log is cut to its first N users (in the
+    canonical order, so no draw), written as a CSV that ours and the split read alike."""
+    overrides = [*ISSUE_SETTINGS, f"train.max_epochs={args.peer_max_epochs}", f"train.patience={args.patience}",
+                 "train.progress_bar=false", f"train.num_threads={args.threads}"]
+    if args.max_users:
+        frame = build_datamodule(config(name)).events.frame
+        users = frame["user"].drop_duplicates().iloc[: args.max_users]
+        path = folder / "events.csv"
+        frame[frame["user"].isin(users)].to_csv(path, index=False)
+        overrides += ["data.format=csv", f"data.path={path}", "data.user_col=user", "data.item_col=item",
+                      "data.time_col=timestamp"]
+    return overrides, ROOT / DATASETS[name]
+
+
+def run_library(lib: str, command: list[str], folder: Path, args) -> dict:
+    """One runner in a process of its own; its JSON record, or a failure with the log's tail."""
+    out, log = folder / f"{lib}.json", folder / f"{lib}.log"
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+           "PYTHONPATH": str(ROOT) if lib == "ours" else ""}
+    limit = args.budget_minutes * 60 + 1800  # the budget, then the last epoch, its validation and the test
+    t0 = time.perf_counter()
+    print(f"   {lib}: {' '.join(command[:2])} ... (log {log})", flush=True)
+    try:
+        with open(log, "w", encoding="utf-8") as handle:
+            code = subprocess.run([*command, "--out", str(out)], cwd=folder, env=env, stdout=handle,
+                                  stderr=subprocess.STDOUT, timeout=limit).returncode
+    except subprocess.TimeoutExpired:
+        code = "timeout"
+    wall = time.perf_counter() - t0
+    if code != 0 or not out.exists():
+        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-20:]
+        error = f"exit {code} after {wall:.0f} s" if code != "timeout" else f"killed after {limit:.0f} s"
+        print(f"   {lib} failed ({error}):\n      " + "\n      ".join(tail), flush=True)
+        return {"library": lib, "status": "failed", "error": "\n".join([*tail, error])}
+    record = json.loads(out.read_text(encoding="utf-8"))
+    ranks = torch.from_numpy(np.load(out.with_suffix(".ranks.npy")))
+    record["test_ndcg10_harness"] = summarise(ranks, [10])["ndcg@10"]  # recomputed here, from its ranks
+    record["wall_s"] = wall
+    return record
+
+
+def section_peers(args) -> dict:
+    python = peers_python(args.peers_venv) if args.peers else None
+    budget = ["--budget-minutes", str(args.budget_minutes)]
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="recsys-peers-") as tmp:
+        work = Path(args.peers_dir or tmp)
+        for name in args.datasets:
+            folder = work / name
+            folder.mkdir(parents=True, exist_ok=True)
+            overrides, config_file = peers_config(name, args, folder)
+            cfg = ExperimentConfig.from_yaml(config_file).with_overrides(overrides)
+            dm = build_datamodule(cfg)
+            prepared = prepared_from_split(dm.split, dm.vocab.n_items)
+            save_prepared(prepared, folder)
+            write_peer_files(prepared, folder)
+            del dm
+            print(f"   {name}: {prepared.n_users:,} users, {prepared.n_items:,} items, "
+                  f"{len(prepared.train_items):,} training events -> {folder}", flush=True)
+            records = {"ours": run_library("ours", [sys.executable, str(PEERS / "run_ours.py"), "--config",
+                                                    str(config_file), "--data", str(folder), *budget,
+                                                    "--set", *overrides], folder, args)}
+            m, t = cfg.model, cfg.train  # the peers get ours' settings, one source for all
+            peer_args = [*budget, "--threads", str(args.threads), "--max-epochs", str(t.max_epochs),
+                         "--patience", str(t.patience), "--seed", str(cfg.seed), "--max-len", str(m.max_len),
+                         "--dim", str(m.dim), "--blocks", str(m.n_blocks), "--heads", str(m.n_heads),
+                         "--dropout", str(m.dropout), "--batch-size", str(t.batch_size), "--lr", str(t.lr),
+                         "--eval-batch-size", str(cfg.eval.batch_size)]
+            for lib in args.peers:
+                records[lib] = run_library(lib, [str(python), str(PEERS / f"run_{lib}.py"), "--data", str(folder),
+                                                 *peer_args], folder, args)
+            target, target_from = report.target_ndcg(records, list(args.peers))
+            if args.target_ndcg is not None:
+                target, target_from = args.target_ndcg, "given"
+            out[name] = {"records": records, "peers": list(args.peers), "target": target, "target_from": target_from,
+                         "max_users": args.max_users, "budget_minutes": args.budget_minutes,
+                         "max_epochs": args.peer_max_epochs, "patience": args.patience,
+                         "table": report.compare(records, list(args.peers), target)}
+            for lib, row in out[name]["table"].items():
+                print(f"   {name} {lib}: " + ", ".join(f"{k} {v:.4g}" if v is not None else f"{k} -"
+                                                    for k, v in row["values"].items()), flush=True)
+    return out
+
+
 # ---- report ----------------------------------------------------------------------------------
+
+
+def markdown_peers(results: dict) -> list[str]:
+    first = next(iter(results.values()))
+    smoke = [f"**Smoke run on the first {first['max_users']:,} users of each log: not the benchmark.**", ""] \
+        if first["max_users"] else []
+    lines = ["## Peers: SASRec side by side", "", *smoke,
+             "Each library trains its own SASRec with the issue's settings (max length 200, 2 blocks, hidden size 64, "
+             "1 head, dropout 0.2, batch 128, Adam lr 1e-3, seed 42) on 2 threads, in a process of its own "
+             "(`benchmarks/peers/run_*.py`; the peers in `benchmarks/peers/.venv`, pinned in "
+             "`benchmarks/peers/requirements.txt`). "
+             f"A run stops after {first['max_epochs']} epochs, after {first['patience']} epochs without a better "
+             f"validation NDCG@10, or at the first epoch end past a budget of {first['budget_minutes']:g} min "
+             "(RecBole, whose epochs can outlast the budget, also stops within an epoch, recorded as partial).", "",
+             "Protocol, one for all: recsys's leave-one-out split is handed to every library (RecTools: the "
+             "training events; RecBole: every event, split again by RecBole and checked target by target). After "
+             "every epoch each library scores every user over the full catalogue with its own model and inference "
+             "code, and recsys's code ranks the scores (items of the user's history removed, as "
+             "`eval.exclude_seen: true`; pessimistic ties) and computes NDCG@10; the peers' own evaluators are "
+             "not used. Test NDCG@10 is of each library's best-validation epoch, recomputed by the harness from "
+             "the per-user ranks.", "",
+             "Columns: data preparation = ours: read the raw log, vocabulary, split (`fit`'s own timing); RecTools: "
+             "read the handed-over CSV, `Dataset.construct`, its data preparator's training set and loader; "
+             "RecBole: `Config`, `create_dataset`, `data_preparation` (its prefix samples included). Time to "
+             "target = training seconds (validation excluded) until the first epoch at or above the target. "
+             "Full-ranking evaluation = median wall time of one validation pass over all users. Ratios in "
+             "brackets are peer / ours: above 1 is slower or larger, or, for NDCG, better.", ""]
+    for name, result in results.items():
+        lines += report.markdown_dataset(name, result)
+    losses = {}
+    for result in results.values():
+        for lib, record in result["records"].items():
+            if report.ok(record):
+                losses[lib] = record["loss"]
+    lines += ["Losses used:", ""] + [f"- {report.LIBRARIES[lib]}: {loss}" for lib, loss in losses.items()] + [""]
+    lines += ["Differences that remain: each library keeps its own SASRec block (ours pre-norm with GELU; "
+              "RecTools the SASRec authors' block with ReLU; RecBole post-norm with GELU, its feed-forward set to "
+              "64 wide to match), initialisation and Adam betas (RecTools 0.9/0.98, the others 0.9/0.999); RecBole "
+              "trains on every prefix with the loss on its last position, the others on each user's sequence with "
+              "the loss at every position; RecTools cannot score items that occur only as validation or test "
+              "targets (they rank last; counted above).", ""]
+    return lines
 
 
 def markdown(doc: dict) -> str:
@@ -294,12 +439,14 @@ def markdown(doc: dict) -> str:
             lines.append(f"| {label} | {row['users']:,} | {row['model_s']:.2f} s {mark} | {row['users_per_s']:,.0f} | "
                          f"{row['collate_s']:.2f} s | <= 2 s |")
         lines += [""]
-    lines += ["## Peers", "",
-              "Not run by this script yet: no RecTools / RecBole side-by-side numbers here. The issue's reference "
-              "figures for them, measured on this machine on the ML-1M partial with the settings above, are quoted "
-              "as given, not re-measured:", "",
-              "| library | s / epoch | quality reached | peak RSS |", "|---|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in PEER_REFERENCE]
+    if "peers" in r:
+        lines += markdown_peers(r["peers"])
+    else:
+        lines += ["## Peers", "",
+                  "Not measured in this file (`--sections peers` does). The issue's reference figures, measured on "
+                  "this machine on the ML-1M partial with the settings above, quoted as given:", "",
+                  "| library | s / epoch | quality reached | peak RSS |", "|---|---|---|---|"]
+        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in PEER_REFERENCE]
     lines += ["", "## Machine", ""] + [f"- **{k}**: {v}" for k, v in info.items()] + [""]
     return "\n".join(lines)
 
@@ -307,19 +454,35 @@ def markdown(doc: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", nargs="+", default=["gemm", "step", "epoch", "eval"],
-                        choices=["gemm", "step", "epoch", "eval"])
+                        choices=["gemm", "step", "epoch", "eval", "peers"],
+                        help="peers is not in the default: it takes hours (see --budget-minutes)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3, help="epochs per dataset in the epoch section")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--eval-batch-sizes", type=int, nargs="+", default=[256, 1024])
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("SPEED.md"))
     parser.add_argument("--json", type=Path, default=None, help="also write the measurements as JSON")
+    peers = parser.add_argument_group("peers section")
+    peers.add_argument("--peers", nargs="*", default=list(PEER_LIBRARIES), choices=PEER_LIBRARIES,
+                       help="peers to run beside ours (none: ours alone)")
+    peers.add_argument("--budget-minutes", type=float, default=60.0,
+                       help="wall-time budget of each library's run on each dataset (training + validation)")
+    peers.add_argument("--peer-max-epochs", type=int, default=200)
+    peers.add_argument("--patience", type=int, default=10, help="epochs without a better validation NDCG@10")
+    peers.add_argument("--max-users", type=int, default=None,
+                       help="cut each log to its first N users: a smoke run, not the benchmark")
+    peers.add_argument("--target-ndcg", type=float, default=None,
+                       help="validation NDCG@10 target (default: the lowest final value among the peers)")
+    peers.add_argument("--peers-venv", type=Path, default=Path(__file__).resolve().with_name("peers") / ".venv")
+    peers.add_argument("--peers-dir", type=Path, default=None,
+                       help="keep the split, the runs' records and logs here (default: a temporary folder)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     doc = {"started": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "threads": args.threads,
            "load_before": load_average(), "machine": machine(), "results": {}}
     t0 = time.perf_counter()
-    sections = {"gemm": section_gemm, "step": section_step, "epoch": section_epoch, "eval": section_eval}
+    sections = {"gemm": section_gemm, "step": section_step, "epoch": section_epoch, "eval": section_eval,
+                "peers": section_peers}
     for name in args.sections:
         print(f"== {name}")
         doc["results"][name] = sections[name](args)
