@@ -124,7 +124,9 @@ class TrainConfig:
     uniform negatives (Petrov & Macdonald, RecSys 2023). ``negatives_per``: ``batch`` draws
     the ``n_negatives`` of ``sampled`` / ``gbce`` once per batch, shared by every position
     (one (N, D) x (D, K) product); ``position`` draws them afresh for every position, as
-    gSASRec's reference code does (N x K gathered rows: more memory). ``mask_prob``: cloze masking
+    gSASRec's reference code does (N x K gathered rows: more memory). ``prior_offset``
+    (``bce``, ``gbce``): add the loss's optimal constant score ``log(beta / K)`` to every
+    score (``recsys.nn.losses.prior_logit_offset``; ranking-invariant). ``mask_prob``: cloze masking
     rate of ``bert4rec``. With ``data.event_col`` set, ``action_loss_weight`` weights the
     next-action loss and ``purchase_horizon`` > 0 adds a head that predicts a
     ``purchase_event`` within the next k events, weighted by ``purchase_loss_weight``.
@@ -159,6 +161,7 @@ class TrainConfig:
     chunk_size: int = 1024
     logit_precision: str = "fp32"
     negatives_per: str = "batch"
+    prior_offset: bool = False
     mask_prob: float = 0.2
     action_loss_weight: float = 0.5
     purchase_horizon: int = 0

@@ -194,13 +194,30 @@ def sampled_softmax(
     return -F.log_softmax(logits, dim=1)[:, 0].mean()
 
 
+def prior_logit_offset(beta: float, n_negatives: int) -> float:
+    """``log(beta / K)``: the constant score that minimises ``beta softplus(-s) + K softplus(s)``,
+    the (g)BCE of one position when every score is equal. Added to every score, it starts a
+    model whose scores are all near 0 at that minimum, instead of spending its first steps
+    pushing every score down together (which, with many negatives and small ``beta``, pulls
+    all item vectors onto one direction and stalls learning). Ranking does not change."""
+    return math.log(beta / n_negatives)
+
+
 def bce(
-    hidden: torch.Tensor, item_weights: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor
+    hidden: torch.Tensor,
+    item_weights: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: torch.Tensor,
+    prior_offset: bool = False,
 ) -> torch.Tensor:
     """Binary cross-entropy, target vs negatives: ``-log s(s+) - sum_k log(1 - s(s_k))``
     per position, averaged over positions. With one uniform negative per position this is
-    the original SASRec loss (Kang & McAuley, ICDM 2018)."""
+    the original SASRec loss (Kang & McAuley, ICDM 2018). ``prior_offset`` adds
+    ``prior_logit_offset(1, K)`` to every score (0 for one negative)."""
     pos, neg, _, hit = _pos_neg_scores(hidden, item_weights, targets, negatives)
+    if prior_offset:
+        c = prior_logit_offset(1.0, negatives.shape[-1])
+        pos, neg = pos + c, neg + c
     neg_term = F.softplus(neg).masked_fill(hit, 0.0).sum(dim=1)  # -log(1 - sigmoid(s)) = softplus(s)
     return (F.softplus(-pos) + neg_term).mean()  # -log sigmoid(s) = softplus(-s)
 
@@ -219,6 +236,7 @@ def gbce(
     targets: torch.Tensor,
     negatives: torch.Tensor,
     t: float = 0.75,
+    prior_offset: bool = False,
 ) -> torch.Tensor:
     """Generalised BCE of gSASRec (Petrov & Macdonald, "gSASRec: Reducing Overconfidence
     in Sequential Recommendation Trained with Negative Sampling", RecSys 2023).
@@ -229,10 +247,14 @@ def gbce(
     over the K + 1 scored items, as in the paper and its reference code. ``-beta log s(s+)`` equals the
     reference code's BCE on the transformed logit ``log(1 / (s(s+)^-beta - 1))`` but needs
     no clamping. Negatives are meant to be uniform (the calibration assumes it).
+    ``prior_offset`` adds ``prior_logit_offset(beta, K)`` to every score (not in the paper).
     """
     k = negatives.shape[-1]
     beta = gbce_beta(t, k, item_weights.shape[0])
     pos, neg, _, hit = _pos_neg_scores(hidden, item_weights, targets, negatives)
+    if prior_offset:
+        c = prior_logit_offset(beta, k)
+        pos, neg = pos + c, neg + c
     neg_term = F.softplus(neg).masked_fill(hit, 0.0).sum(dim=1)
     return ((beta * F.softplus(-pos) + neg_term) / (k + 1)).mean()
 
@@ -282,6 +304,6 @@ LOSSES: dict[str, LossSpec] = {
     "ce": LossSpec(full_ce, options={"precision": "logit_precision"}),
     "ce_chunked": LossSpec(chunked_ce, options={"chunk_size": "chunk_size"}),
     "sampled": LossSpec(sampled_softmax, NEGATIVES_SHARED, log_q=True),
-    "bce": LossSpec(bce, NEGATIVES_ONE),
-    "gbce": LossSpec(gbce, NEGATIVES_SHARED, options={"t": "gbce_t"}),
+    "bce": LossSpec(bce, NEGATIVES_ONE, options={"prior_offset": "prior_offset"}),
+    "gbce": LossSpec(gbce, NEGATIVES_SHARED, options={"t": "gbce_t", "prior_offset": "prior_offset"}),
 }

@@ -38,7 +38,11 @@ COSMETIC = (("output_dir",), ("data", "data_dir"), ("train", "progress_bar"), ("
 # Fields added after results existed, with the value that reproduces the older behaviour: at
 # that value they are left out of the hash, so adding a field does not make every finished
 # run stale, while a run that sets another value hashes differently.
-ADDED_FIELDS = {("train", "negatives_per"): "batch", ("model", "tied_output"): True}
+ADDED_FIELDS = {
+    ("train", "negatives_per"): "batch",
+    ("train", "prior_offset"): False,
+    ("model", "tied_output"): True,
+}
 
 
 @dataclass(frozen=True)

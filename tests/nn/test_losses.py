@@ -12,6 +12,7 @@ from recsys.nn.losses import (
     full_ce,
     gbce,
     gbce_beta,
+    prior_logit_offset,
     purchase_bce,
     sampled_softmax,
 )
@@ -262,3 +263,36 @@ def test_bf16_logit_products_stay_close_to_fp32():
     assert not torch.equal(l16, l32)  # bf16 really was used
     for a, b in ((gh16, gh32), (gw16, gw32)):
         assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.999
+
+
+@pytest.mark.parametrize("loss, k", [("gbce", 5), ("bce", 3)])
+def test_prior_offset_adds_the_optimal_constant_to_every_score(loss, k):
+    hidden, weights, targets = _case(4)
+    negatives = torch.randint(1, 10, (*targets.shape, k), generator=torch.Generator().manual_seed(4))
+    fn, kw = (gbce, {"t": 0.75}) if loss == "gbce" else (bce, {})
+    beta = gbce_beta(0.75, k, 9) if loss == "gbce" else 1.0
+    c = prior_logit_offset(beta, k)
+    assert c == pytest.approx(math.log(beta / k))
+    # the same as a model with one more input dimension, constant 1, whose item weight is c
+    h1 = torch.cat([hidden, torch.ones(*hidden.shape[:-1], 1)], -1)
+    w1 = torch.cat([weights, torch.full((weights.shape[0], 1), c)], -1)
+    assert torch.allclose(fn(hidden, weights, targets, negatives, prior_offset=True, **kw),
+                          fn(h1, w1, targets, negatives, **kw), atol=1e-6)
+    # and optimal among constants: with every score equal (0 + c), moving them all together gains nothing
+    shift = torch.zeros(1, requires_grad=True)
+    h0 = torch.cat([torch.zeros_like(hidden), torch.ones(*hidden.shape[:-1], 1)], -1)
+    w0 = torch.cat([torch.zeros_like(weights), shift.expand(weights.shape[0], 1)], -1)
+    clean = torch.where(negatives == targets[..., None], (negatives % 9) + 1, negatives)  # no accidental hits
+    clean = torch.where(clean == targets[..., None], (clean % 9) + 1, clean)
+    fn(h0, w0, targets, clean, prior_offset=True, **kw).backward()
+    assert abs(shift.grad.item()) < 1e-6
+    shift.grad = None
+    fn(h0, w0, targets, clean, **kw).backward()  # without the offset, scores of 0 are pushed down
+    assert shift.grad.item() > 1e-3
+
+
+def test_prior_offset_is_zero_for_one_negative_bce():
+    hidden, weights, targets = _case(5)
+    negatives = torch.randint(1, 10, (*targets.shape, 1), generator=torch.Generator().manual_seed(5))
+    assert prior_logit_offset(1.0, 1) == 0.0
+    assert torch.equal(bce(hidden, weights, targets, negatives, prior_offset=True), bce(hidden, weights, targets, negatives))
