@@ -52,7 +52,7 @@ def test_tiny_pipeline_keeps_every_event_and_ranks_every_test_user(tmp_path):
         assert pipe["stages"][name]["peak_rss_gb"] >= pipe["stages"][name]["rss_after_gb"] > 0
 
     doc = {"started": "now", "command": "cmd", "wall_s": 1.0, "settings": large.dataclasses.asdict(s),
-           "machine": {"cpu": "test"}, "generate": gen, "pipeline": {**pipe, "ru_maxrss_gb": 1.0}}
+           "machine": {"cpu": "test"}, "generate": gen, "pipeline": pipe}
     text = large.markdown(doc)
     assert f"**{n_items:,} items, {n_events:,} events, {n_users:,} users**" in text
     assert f"{n_users:,} users x {n_items:,} items, 50 users per block" in text
