@@ -237,8 +237,8 @@ def _mark(ok: bool) -> str:
 
 
 def _cells(row: dict) -> str:
-    return (f"{row['wall_s']:.1f} s | {row['user_s'] + row['sys_s']:.1f} s ({row['user_s']:.1f} + {row['sys_s']:.1f}) | "
-            f"{row['peak_rss_gb']:.2f} GB | {row['rss_after_gb']:.2f} GB")
+    cpu = f"{row['user_s'] + row['sys_s']:.1f} s ({row['user_s']:.1f} + {row['sys_s']:.1f})"
+    return f"{row['wall_s']:.1f} s | {cpu} | {row['peak_rss_gb']:.2f} GB | {row['rss_after_gb']:.2f} GB"
 
 
 def markdown(doc: dict) -> str:
