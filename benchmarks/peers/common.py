@@ -14,6 +14,7 @@ from its candidates, ``eval.exclude_seen``) is everything before its target.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import resource
@@ -248,3 +249,25 @@ def write_record(path: Path, record: dict, test_ranks: torch.Tensor | None = Non
     record.setdefault("peak_rss_gb", peak_rss_gb())
     record.setdefault("torch_threads", torch.get_num_threads())
     path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+
+def peer_arguments(description: str) -> argparse.ArgumentParser:
+    """The command line every peer runner takes: where the split is, where the record goes, and
+    the issue's settings (the harness passes them; the defaults are the issue's)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--budget-minutes", type=float, default=60.0)
+    parser.add_argument("--max-epochs", type=int, default=200)
+    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--max-len", type=int, default=200)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--blocks", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=1)
+    parser.add_argument("--dropout", type=float, default=0.2)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--eval-batch-size", type=int, default=256)
+    return parser

@@ -23,7 +23,6 @@ share of its batches that ran, and its model is still validated and tested.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 import tempfile
@@ -35,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Evaluator, Schedule, load_prepared, ndcg10, write_record  # noqa: E402
+from common import Evaluator, Schedule, load_prepared, ndcg10, peer_arguments, write_record  # noqa: E402
 
 
 class UntilDeadline:
@@ -82,23 +81,7 @@ def score_users(model, loader, prepared, stage: str, user_ours: np.ndarray, item
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--budget-minutes", type=float, default=60.0)
-    parser.add_argument("--max-epochs", type=int, default=200)
-    parser.add_argument("--patience", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--max-len", type=int, default=200)
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--blocks", type=int, default=2)
-    parser.add_argument("--heads", type=int, default=1)
-    parser.add_argument("--dropout", type=float, default=0.2)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--eval-batch-size", type=int, default=256)
-    args = parser.parse_args(argv)
+    args = peer_arguments(__doc__).parse_args(argv)
     torch.set_num_threads(args.threads)
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value settings from the command line
 

@@ -16,7 +16,6 @@ input history, as RecTools' ``recommend`` drops unknown items. The record says h
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 import time
@@ -27,7 +26,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Evaluator, Schedule, input_windows, load_prepared, ndcg10, write_record  # noqa: E402
+from common import (  # noqa: E402
+    Evaluator,
+    Schedule,
+    input_windows,
+    load_prepared,
+    ndcg10,
+    peer_arguments,
+    write_record,
+)
 
 RUN: dict = {}  # shared with the callback: RecTools deep-copies the Trainer (and its callbacks) in fit
 
@@ -100,23 +107,7 @@ def timed(record: dict, key: str, fn):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--budget-minutes", type=float, default=60.0)
-    parser.add_argument("--max-epochs", type=int, default=200)
-    parser.add_argument("--patience", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--max-len", type=int, default=200)
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--blocks", type=int, default=2)
-    parser.add_argument("--heads", type=int, default=1)
-    parser.add_argument("--dropout", type=float, default=0.2)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--eval-batch-size", type=int, default=256)
-    args = parser.parse_args(argv)
+    args = peer_arguments(__doc__).parse_args(argv)
     torch.set_num_threads(args.threads)
 
     import pandas as pd
