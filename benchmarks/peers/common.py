@@ -240,15 +240,19 @@ class Schedule:
         return None
 
 
-def write_record(path: Path, record: dict, test_ranks: torch.Tensor | None = None) -> None:
+def write_record(path: Path, record: dict, test_ranks: torch.Tensor | None = None, name: str | None = None) -> None:
     """The run's JSON record, and its per-user test ranks beside it (``<path>.ranks.npy``), from
-    which the harness recomputes test NDCG@10 with ``recsys.eval.metrics``."""
+    which the harness recomputes test NDCG@10 with ``recsys.eval.metrics``. With ``name``, a
+    one-line summary of the run is printed for the harness's log."""
     path = Path(path)
     if test_ranks is not None:
         np.save(path.with_suffix(".ranks.npy"), test_ranks.numpy().astype(np.int64))
     record.setdefault("peak_rss_gb", peak_rss_gb())
     record.setdefault("torch_threads", torch.get_num_threads())
     path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    if name is not None:
+        print(f"   {name}: test NDCG@10 {record['test_ndcg10']:.4f} (epoch {record['best_epoch']}), "
+              f"peak RSS {record['peak_rss_gb']:.2f} GB", flush=True)
 
 
 def peer_arguments(description: str) -> argparse.ArgumentParser:

@@ -107,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "best_epoch": None if m["best_epoch"] is None else m["best_epoch"] + 1,  # fit counts from 0
         "test_ndcg10": m["test"]["ndcg@10"], "test_eval_s": None,
     }
-    write_record(args.out, record, test_ranks)
-    print(f"   ours: test NDCG@10 {record['test_ndcg10']:.4f} (epoch {record['best_epoch']}), "
-          f"peak RSS {record['peak_rss_gb']:.2f} GB", flush=True)
+    write_record(args.out, record, test_ranks, name="ours")
     return 0
 
 

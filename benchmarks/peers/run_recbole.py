@@ -161,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         "stopped": stopped, "best_epoch": schedule.best_epoch,
         "test_ndcg10": ndcg10(test_ranks), "test_eval_s": test_s,
     }
-    write_record(args.out, record, test_ranks)
-    print(f"   recbole: test NDCG@10 {record['test_ndcg10']:.4f} (epoch {schedule.best_epoch}), "
-          f"peak RSS {record['peak_rss_gb']:.2f} GB", flush=True)
+    write_record(args.out, record, test_ranks, name="recbole")
     return 0
 
 
