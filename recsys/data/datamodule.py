@@ -19,7 +19,7 @@ from functools import partial
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from recsys.config import DataConfig
 from recsys.data.collate import EventTracks, collate_cloze, collate_eval, collate_train
@@ -100,6 +100,31 @@ class EpochBatchSampler(Sampler[list[int]]):
         perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(key)).tolist()
         for i in range(0, self.n, self.batch_size):
             yield perm[i : i + self.batch_size]
+
+
+class LengthOrderedBatches(Sampler[list[int]]):
+    """Evaluation batches of ``rows`` in order of history length, shortest first.
+
+    A batch is left-padded to its longest history, so batching users of similar length
+    cuts the padded positions the encoder runs over (S3-Rec Beauty, 22,363 test users,
+    max length 200: 1.45M padded positions in user order at batch 256, 0.20M in length
+    order). Metrics do not depend on the order: the module gathers per-user results and
+    sorts them by user index. ``lengths[i]`` is row ``rows[i]``'s history length after
+    truncation to the model's window; ties keep user order (stable sort).
+    """
+
+    def __init__(self, rows: np.ndarray, lengths: np.ndarray, batch_size: int) -> None:
+        if len(rows) != len(lengths):
+            raise ValueError(f"{len(rows)} rows but {len(lengths)} lengths")
+        self.order = np.asarray(rows, dtype=np.int64)[np.argsort(lengths, kind="stable")]
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.order) // self.batch_size)
+
+    def __iter__(self):
+        for i in range(0, len(self.order), self.batch_size):
+            yield self.order[i : i + self.batch_size].tolist()
 
 
 class SeqDataModule(pl.LightningDataModule):
@@ -219,8 +244,11 @@ class SeqDataModule(pl.LightningDataModule):
             users = shard(len(held), rank, world)
             if users.start == users.stop:
                 raise ValueError(f"no evaluation users for process {rank} of {world}: the split holds {len(held)}")
-            sampler = BatchSampler(range(users.start, users.stop), self.eval_batch_size, drop_last=False)
             mask = self.vocab.mask_id if self.objective == "cloze" else None
+            rows = np.arange(users.start, users.stop)
+            width = self.max_len if mask is None else self.max_len - 1  # as collate_eval's window
+            lengths = np.minimum(held.end[rows] - held.start[rows], width)
+            sampler = LengthOrderedBatches(rows, lengths, self.eval_batch_size)
             dataset = _BatchDataset(partial(collate_eval, tracks=self.tracks, mask_token=mask), items, held, self.max_len)
         return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
 

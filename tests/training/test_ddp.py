@@ -30,7 +30,7 @@ import pytest
 import torch
 
 from recsys.config import DataConfig, ExperimentConfig
-from recsys.data.collate import collate_train
+from recsys.data.collate import collate_eval, collate_train
 from recsys.data.datamodule import SeqDataModule, shard
 from recsys.data.synthetic import planted_markov_log
 from recsys.errors import ConfigError
@@ -190,9 +190,39 @@ def test_evaluation_shards_hold_every_user_once(events):
     for world in (1, 2, 3):
         users = [batch["users"] for r in range(world)
                  for batch in _datamodule(events, "next", r, world).val_dataloader()]
-        assert torch.equal(torch.cat(users), torch.arange(N_USERS))
+        assert torch.equal(torch.cat(users).sort().values, torch.arange(N_USERS))
+        for r in range(world):  # each process keeps its contiguous shard, whatever the order within it
+            part = shard(N_USERS, r, world)
+            got = torch.cat([b["users"] for b in _datamodule(events, "next", r, world).val_dataloader()])
+            assert sorted(got.tolist()) == list(range(part.start, part.stop))
     with pytest.raises(ValueError, match="no evaluation users for process 301 of 302"):
         _datamodule(events, "next", 301, 302).val_dataloader()
+
+
+def test_evaluation_batches_run_in_length_order_and_rank_as_unpadded_single_rows(events):
+    dm = _datamodule(events, "next", 0, 1)
+    held = dm.split.valid
+    batches = list(dm.val_dataloader())
+    real = torch.cat([(b["inputs"] != PAD_ID).sum(1) for b in batches])  # history length of each row
+    assert (real[1:] >= real[:-1]).all() and real[0] < real[-1]  # shortest first, and the lengths differ
+    assert len(batches) == -(-N_USERS // EVAL_BATCH) and all(len(b["users"]) == EVAL_BATCH for b in batches[:-1])
+    lengths = np.minimum(held.end - held.start, 10)  # in user order
+    in_user_order = sum(int(lengths[r : r + EVAL_BATCH].max()) * len(lengths[r : r + EVAL_BATCH])
+                        for r in range(0, len(held), EVAL_BATCH))
+    assert sum(b["inputs"].numel() for b in batches) < in_user_order  # the point: fewer padded positions
+    torch.manual_seed(0)
+    module = SeqRecModule(SASRecEncoder(dm.vocab.n_items, 8, 1, 1, 10, 0.0), loss="ce").eval()
+    with torch.inference_mode():
+        ranks = {}
+        for b in batches:
+            module._eval_step(b)
+        for u, rank in zip(torch.cat(module._users).tolist(), torch.cat(module._ranks).tolist()):
+            ranks[u] = rank
+        module._ranks.clear()
+        for row in range(len(held)):  # each user alone: no padding at all
+            module._eval_step(collate_eval(dm.sequences.items, held, np.array([row]), 10))
+        alone = torch.cat(module._ranks).tolist()
+    assert [ranks[int(u)] for u in held.user] == alone
 
 
 def test_loss_shares_make_the_averaged_gradient_the_one_process_gradient(events):
