@@ -228,7 +228,8 @@ def build_result(cell: Cell, cfg: ExperimentConfig, run_dir: Path, overrides: li
         "best_epoch": metrics.get("best_epoch"),
         "wall_time_s": {**metrics.get("wall_time_s", {}),
                         "process": None if process_s is None else round(process_s, 3)},
-        "cpu_time_s": {"process": None if process_cpu_s is None else round(process_cpu_s, 3)},
+        "cpu_time_s": {**metrics.get("cpu_time_s", {}),
+                       "process": None if process_cpu_s is None else round(process_cpu_s, 3)},
         "git_commit": metrics.get("git_commit"),
         "versions": metrics.get("versions"),
         "machine": metrics.get("machine"),
@@ -312,11 +313,14 @@ def time_epochs(configs: list[Path], overrides: list[str], results: Path, seeds:
                 assume_epochs: int) -> dict:
     """Time one real epoch (training + one validation pass) of every config and estimate the matrix.
 
-    Each config runs once with ``train.max_epochs=1`` into a scratch folder. The estimate for
-    a config is epoch time x epochs per run x seeds, with epochs per run taken from the
-    config's finished results when there are any (early stopping decides it), else
-    ``assume_epochs`` (or the config's ``max_epochs`` if lower). Data loading and final evaluation are not in the epoch time, so the
-    estimate is a lower bound by a few seconds per run. Writes ``<results>/epoch_times.json``.
+    Each config runs once with ``train.max_epochs=1`` into a scratch folder. A config's
+    estimate is epoch time x epochs per run + the run's other time (data preparation, final
+    evaluation), times the seeds. For a one-thread run the times are its CPU seconds: what it
+    takes on an idle core, however many other jobs shared the machine while it was timed
+    (wall time inflates with each). For a multi-thread run they are wall seconds. Epochs per
+    run come from the config's finished results when there are any (early stopping decides
+    them), else ``assume_epochs`` (or the config's ``max_epochs`` if lower). Writes
+    ``<results>/epoch_times.json``.
     """
     import tempfile
 
@@ -332,21 +336,26 @@ def time_epochs(configs: list[Path], overrides: list[str], results: Path, seeds:
             if proc.returncode != 0:
                 print(f"  {cell.dataset}/{cell.stem}: failed ({proc.stderr.strip().splitlines()[-1:]})")
                 continue
-            wall = json.loads((run_dir / "metrics.json").read_text())["wall_time_s"]
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            wall, cpu_s = metrics["wall_time_s"], metrics.get("cpu_time_s")
             done = [r for r in (_read_json(p) for p in (results / cell.dataset / cell.stem).glob("seed*/result.json"))
                     if r is not None and r.get("epochs")]
-            cap = resolve_config(cell, overrides).train.max_epochs
-            epochs = sum(r["epochs"] for r in done) / len(done) if done else min(assume_epochs, cap)
-            per_seed = wall["train"] * epochs + (wall["total"] - wall["train"])
-            rows.append({"dataset": cell.dataset, "config": cell.stem, "epoch_s": wall["train"],
-                         "overhead_s": round(wall["total"] - wall["train"], 3),
+            resolved = resolve_config(cell, overrides)
+            epochs = sum(r["epochs"] for r in done) / len(done) if done else min(assume_epochs, resolved.train.max_epochs)
+            # One thread: its CPU seconds are what the epoch takes on an idle core, however
+            # busy the machine was while it was timed. More threads: only the wall time says.
+            basis = "cpu" if cpu_s and resolved.train.num_threads == 1 else "wall"
+            times = cpu_s if basis == "cpu" else wall
+            per_seed = times["train"] * epochs + (times["total"] - times["train"])
+            rows.append({"dataset": cell.dataset, "config": cell.stem, "basis": basis, "epoch_s": times["train"],
+                         "overhead_s": round(times["total"] - times["train"], 3), "epoch_wall_s": wall["train"],
                          "process_cpu_s": round(cpu, 1), "process_wall_s": wall.get("total"), "epochs_per_run": epochs,
                          "epochs_from": "results" if done else "assumed", "per_seed_s": round(per_seed, 1),
                          "all_seeds_s": round(per_seed * seeds, 1)})
             r = rows[-1]
-            print(f"  {cell.dataset + '/' + cell.stem:<42} epoch {r['epoch_s']:7.1f} s  x {epochs:5.1f} epochs "
-                  f"({r['epochs_from']})  = {per_seed / 3600:5.2f} h/seed, {per_seed * seeds / 3600:5.2f} h for {seeds} seeds",
-                  flush=True)
+            print(f"  {cell.dataset + '/' + cell.stem:<42} epoch {r['epoch_s']:7.1f} s ({basis}; wall {wall['train']:.1f} s)"
+                  f"  x {epochs:5.1f} epochs ({r['epochs_from']})  = {per_seed / 3600:5.2f} h/seed, "
+                  f"{per_seed * seeds / 3600:5.2f} h for {seeds} seeds", flush=True)
     total = sum(r["all_seeds_s"] for r in rows)
     doc = {"hardware": hardware(), "overrides": overrides, "seeds": seeds, "assume_epochs": assume_epochs,
            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "configs": rows,

@@ -221,7 +221,7 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
               evaluator: pl.Trainer, writer: bool = True) -> tuple[dict, Path]:
     """Train and evaluate; only the ``writer`` (rank 0) writes the run's files into
     ``partial``. Every process returns the same metrics, and rank 0's ``partial``."""
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     _set_threads(cfg)
     if resume:
@@ -232,16 +232,16 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
             (partial / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
             dm.vocab.save(partial / "vocab.json")
             (partial / "data.json").write_text(json.dumps({"fingerprint": dm.events.fingerprint}), encoding="utf-8")
-    prepared = time.perf_counter()
+    prepared, cpu_prepared = time.perf_counter(), time.process_time()
     if dm.event_vocab is not None and writer:
         dm.event_vocab.save(partial / EVENT_VOCAB)
 
     module = _module(cfg, dm)
     if is_baseline(cfg):  # fitted by counting: no gradient training, no checkpoint
-        trained, epochs = time.perf_counter(), 0
+        trained, cpu_trained, epochs = time.perf_counter(), time.process_time(), 0
     else:
         epochs, written = _train(cfg, module, dm, partial, callbacks, resume)
-        trained = time.perf_counter()
+        trained, cpu_trained = time.perf_counter(), time.process_time()
         _load_weights(module, written / CHECKPOINT)
     evaluator.validate(module, datamodule=dm, verbose=False)
     evaluator.test(module, datamodule=dm, verbose=False)
@@ -268,6 +268,14 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
             "prepare": round(prepared - started, 3),
             "train": round(trained - prepared, 3),
             "total": round(time.perf_counter() - started, 3),
+        },
+        # CPU seconds of this process over all its threads: with one thread on an otherwise
+        # idle core they equal the wall time, so they estimate a quiet run's time even when
+        # other jobs shared the machine (benchmarks/runner.py --time-epochs).
+        "cpu_time_s": {
+            "prepare": round(cpu_prepared - cpu_started, 3),
+            "train": round(cpu_trained - cpu_prepared, 3),
+            "total": round(time.process_time() - cpu_started, 3),
         },
         "versions": versions(),
         "git_commit": git_commit(),

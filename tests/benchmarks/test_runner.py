@@ -180,7 +180,7 @@ def test_real_run_writes_result_with_provenance(tmp_path):
     assert result["overrides"] == ["train.num_threads=1"] and result["torch_threads"] == 1
     assert {"torch", "numpy", "python"} <= set(result["versions"]) and result["git_commit"]
     assert result["hardware"]["cpus"] >= 1 and result["wall_time_s"]["process"] > 0
-    assert 0 < result["cpu_time_s"]["process"]
+    assert 0 < result["cpu_time_s"]["train"] <= result["cpu_time_s"]["total"] <= result["cpu_time_s"]["process"]
     ranks = np.load(run_dir / "ranks.npz")["test"]
     assert np.mean(ranks <= 10) == pytest.approx(result["test"]["hr@10"])
     # a second invocation skips it
@@ -208,7 +208,8 @@ def test_time_epochs_estimate(tmp_path, monkeypatch):
             return real_run(command, **kwargs)
         run_dir = Path(command[command.index("--run-dir") + 1])
         run_dir.mkdir(parents=True)
-        (run_dir / "metrics.json").write_text(json.dumps({"wall_time_s": {"train": 10.0, "total": 12.0}}))
+        (run_dir / "metrics.json").write_text(json.dumps({"wall_time_s": {"train": 10.0, "total": 12.0},
+                                                          "cpu_time_s": {"train": 4.0, "total": 5.0}}))
         return Proc()
 
     monkeypatch.setattr(runner.subprocess, "run", fake_run)
@@ -219,3 +220,8 @@ def test_time_epochs_estimate(tmp_path, monkeypatch):
     assert by["other"]["epochs_from"] == "assumed" and by["other"]["per_seed_s"] == 10 * 2 + 2
     assert doc["total_s"] == 3 * (352 + 22)
     assert json.loads((results / "epoch_times.json").read_text())["total_s"] == doc["total_s"]
+    # one thread: CPU seconds (what an idle core takes), not the wall time of a busy machine
+    doc = runner.time_epochs(runner.discover(exps), ["train.num_threads=1"], results, seeds=3, assume_epochs=50)
+    by = {r["dataset"]: r for r in doc["configs"]}
+    assert by["tiny"]["basis"] == "cpu" and by["tiny"]["per_seed_s"] == 4 * 35 + 1
+    assert by["other"]["per_seed_s"] == 4 * 2 + 1 and by["other"]["epoch_wall_s"] == 10
