@@ -356,10 +356,18 @@ def time_epochs(configs: list[Path], overrides: list[str], results: Path, seeds:
             print(f"  {cell.dataset + '/' + cell.stem:<42} epoch {r['epoch_s']:7.1f} s ({basis}; wall {wall['train']:.1f} s)"
                   f"  x {epochs:5.1f} epochs ({r['epochs_from']})  = {per_seed / 3600:5.2f} h/seed, "
                   f"{per_seed * seeds / 3600:5.2f} h for {seeds} seeds", flush=True)
+    measured_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for r in rows:
+        r["measured_at"] = measured_at
+    # Timings accumulate like results: rows of configs not timed now are kept from the last
+    # file when they were taken with the same overrides and seeds.
+    previous = _read_json(results / "epoch_times.json") or {}
+    if previous.get("overrides") == overrides and previous.get("seeds") == seeds:
+        timed = {(r["dataset"], r["config"]) for r in rows}
+        rows = [r for r in previous.get("configs", []) if (r["dataset"], r["config"]) not in timed] + rows
     total = sum(r["all_seeds_s"] for r in rows)
     doc = {"hardware": hardware(), "overrides": overrides, "seeds": seeds, "assume_epochs": assume_epochs,
-           "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "configs": rows,
-           "total_s": round(total, 1)}
+           "measured_at": measured_at, "configs": rows, "total_s": round(total, 1)}
     results.mkdir(parents=True, exist_ok=True)
     _write_json(results / "epoch_times.json", doc)
     print(f"estimated wall time of the matrix: {total / 3600:.1f} h ({len(rows)} configs x {seeds} seeds, one run at a time)")

@@ -225,3 +225,9 @@ def test_time_epochs_estimate(tmp_path, monkeypatch):
     by = {r["dataset"]: r for r in doc["configs"]}
     assert by["tiny"]["basis"] == "cpu" and by["tiny"]["per_seed_s"] == 4 * 35 + 1
     assert by["other"]["per_seed_s"] == 4 * 2 + 1 and by["other"]["epoch_wall_s"] == 10
+    # re-timing one config keeps the other's row from the file taken with the same overrides
+    tiny = [p for p in runner.discover(exps) if p.parent.name == "tiny"]
+    doc = runner.time_epochs(tiny, ["train.num_threads=1"], results, seeds=3, assume_epochs=50)
+    assert sorted(r["dataset"] for r in doc["configs"]) == ["other", "tiny"] and doc["total_s"] == 3 * (141 + 9)
+    doc = runner.time_epochs(tiny, ["train.num_threads=2"], results, seeds=3, assume_epochs=50)
+    assert [r["dataset"] for r in doc["configs"]] == ["tiny"]  # other settings: nothing carried over
