@@ -31,10 +31,14 @@ BASELINE_MODELS = frozenset(BASELINE_NAMES) | {"pop", "random", "markov", "itemk
 EXCLUDED_DATASETS = frozenset({"taobao-sample"})
 
 
-# Config fields that cannot change a result: where files go, whether a progress bar is drawn.
-# Settings that cannot change a result: metrics do not depend on the evaluation batch size
-# (ranks are pooled over all users before averaging; tests/eval checks it).
-COSMETIC = (("output_dir",), ("data", "data_dir"), ("train", "progress_bar"), ("eval", "batch_size"))
+# Config fields that do not define the experiment: where files go, whether a progress bar is
+# drawn, and how the work is scheduled. Metrics do not depend on the evaluation batch size
+# (ranks are pooled over all users before averaging; tests/eval checks it). The torch thread
+# count changes only the order of float sums; a result records it (``torch_threads``), and a
+# bit-identical rerun needs the same count, but a run on 2 threads is the same experiment as
+# one on 1, so the runner does not redo it when ``--threads`` differs.
+COSMETIC = (("output_dir",), ("data", "data_dir"), ("train", "progress_bar"), ("eval", "batch_size"),
+            ("train", "num_threads"))
 # Fields added after results existed, with the value that reproduces the older behaviour: at
 # that value they are left out of the hash, so adding a field does not make every finished
 # run stale, while a run that sets another value hashes differently.

@@ -84,6 +84,7 @@ def test_config_hash_ignores_cosmetics_but_not_results(tmp_path):
     assert runner.config_hash(base.with_overrides(["train.negatives_per=batch"])) == h
     assert runner.config_hash(base.with_overrides(["train.negatives_per=position"])) != h
     assert runner.config_hash(base.with_overrides(["seed=2"])) != h
+    assert runner.config_hash(base.with_overrides(["train.num_threads=2", "eval.batch_size=7"])) == h
     assert runner.config_hash(base.with_overrides(["seed=2"]), with_seed=False) == runner.config_hash(base, False)
 
 
@@ -143,8 +144,10 @@ def test_main_skips_complete_cells_and_force_redoes_them(tmp_path, monkeypatch, 
     assert runner.main(args + ["--seeds", "1", "2", "--force"]) == 0
     assert calls == [("tiny", 1), ("tiny", 2)]
     calls.clear()
-    # a changed config (here: another thread count) makes the old results stale: they are redone
-    assert runner.main(args + ["--seeds", "1", "--threads", "2"]) == 0 and calls == [("tiny", 1)]
+    # another thread count schedules the same experiment: nothing is redone
+    assert runner.main(args + ["--seeds", "1", "--threads", "2"]) == 0 and calls == []
+    # a changed config value makes the old results stale: they are redone
+    assert runner.main(args + ["--seeds", "1", "--override", "train.lr=0.5"]) == 0 and calls == [("tiny", 1)]
 
 
 def test_failed_run_is_reported_and_never_complete(tmp_path, capsys):
