@@ -341,7 +341,10 @@ def time_epochs(configs: list[Path], overrides: list[str], results: Path, seeds:
             done = [r for r in (_read_json(p) for p in (results / cell.dataset / cell.stem).glob("seed*/result.json"))
                     if r is not None and r.get("epochs")]
             resolved = resolve_config(cell, overrides)
-            epochs = sum(r["epochs"] for r in done) / len(done) if done else min(assume_epochs, resolved.train.max_epochs)
+            if metrics.get("epochs") == 0:  # a baseline: fitted by counting, no epochs
+                epochs, done = 0, []
+            else:
+                epochs = sum(r["epochs"] for r in done) / len(done) if done else min(assume_epochs, resolved.train.max_epochs)
             # One thread: its CPU seconds are what the epoch takes on an idle core, however
             # busy the machine was while it was timed. More threads: only the wall time says.
             basis = "cpu" if cpu_s and resolved.train.num_threads == 1 else "wall"
@@ -350,7 +353,7 @@ def time_epochs(configs: list[Path], overrides: list[str], results: Path, seeds:
             rows.append({"dataset": cell.dataset, "config": cell.stem, "basis": basis, "epoch_s": times["train"],
                          "overhead_s": round(times["total"] - times["train"], 3), "epoch_wall_s": wall["train"],
                          "process_cpu_s": round(cpu, 1), "process_wall_s": wall.get("total"), "epochs_per_run": epochs,
-                         "epochs_from": "results" if done else "assumed", "per_seed_s": round(per_seed, 1),
+                         "epochs_from": "results" if done else "assumed" if epochs else "baseline", "per_seed_s": round(per_seed, 1),
                          "all_seeds_s": round(per_seed * seeds, 1)})
             r = rows[-1]
             print(f"  {cell.dataset + '/' + cell.stem:<42} epoch {r['epoch_s']:7.1f} s ({basis}; wall {wall['train']:.1f} s)"
