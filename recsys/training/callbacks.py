@@ -38,7 +38,9 @@ class AtomicLastCheckpoint(Checkpoint):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         # Every process calls save_checkpoint (it ends in a barrier); only rank 0 writes.
-        trainer.save_checkpoint(tmp)
+        # weights_only=False said outright: the resume needs the optimiser and loop state
+        # (and Lightning logs a line each epoch when it has to choose).
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 
