@@ -14,7 +14,9 @@ versions, hardware, wall time).
 
 A cell is *complete* when its run directory says ``complete`` and its ``result.json`` has
 the hash of the config the runner would run now. Complete cells are skipped (``--force``
-redoes them); a crashed run stays in ``seed<N>.partial`` and is redone; a cell whose
+redoes them). An interrupted run stays in ``seed<N>.partial``: the next invocation
+resumes it from its last epoch (same config) or starts it over (a failed run, a changed
+config), so long runs accumulate over several invocations; a cell whose
 frozen config changed since it ran is *stale* and is redone. Runs go through the public
 CLI (``recsys fit``), one process per run, one run at a time.
 
@@ -56,6 +58,9 @@ sys.path.insert(0, str(ROOT))
 
 from recsys.config import ExperimentConfig  # noqa: E402
 from recsys.report.results import EXCLUDED_DATASETS, config_hash, run_config_hash  # noqa: E402
+
+# Inside a run directory (the layout `recsys fit` documents): the full state after each epoch.
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 EXPERIMENTS = ROOT / "experiments"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -257,22 +262,68 @@ def todo_action(status: str, force: bool) -> str | None:
     return {"complete": None, "recoverable": "recover"}.get(status, "run")
 
 
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def unfinished_action(run_dir: Path, expected_hash: str) -> str:
+    """What to do with ``<run_dir>.partial`` before running a cell.
+
+    ``fresh``: nothing there. ``resume``: an interrupted run of the same config (SIGTERM,
+    Ctrl-C, or a process killed outright: its status still says running, its pid is gone)
+    with an epoch-end checkpoint; ``recsys fit --resume`` continues it, and the result is
+    the uninterrupted run's. ``restart``: anything else (a failed run, another config, no
+    checkpoint yet); it is deleted and the cell starts over. ``busy``: a live process is
+    still writing it; the cell is left alone.
+    """
+    partial = run_dir.with_name(run_dir.name + ".partial")
+    if not partial.exists():
+        return "fresh"
+    status = _read_json(partial / "status.json") or {}
+    if status.get("status") == "running" and _alive(status.get("pid")):
+        return "busy"
+    resumable = status.get("status") in ("interrupted", "running")
+    if resumable and (partial / LAST_CHECKPOINT).is_file() and run_config_hash(partial) == expected_hash:
+        return "resume"
+    return "restart"
+
+
 def fit_command(cell: Cell, run_dir: Path, overrides: list[str]) -> list[str]:
     return [sys.executable, "-m", "recsys.cli", "fit", "--config", str(cell.config_path), "--run-dir", str(run_dir),
             f"seed={cell.seed}", "train.progress_bar=false", *overrides]
 
 
 def run_cell(cell: Cell, results: Path, overrides: list[str], quick: bool) -> dict:
-    """Fit one cell through ``recsys fit`` and write its result.json. Raises on failure."""
+    """Fit one cell through ``recsys fit`` and write its result.json. Raises on failure.
+
+    An interrupted run of the same config is resumed (``unfinished_action``); its wall and
+    CPU times then cover the resumed part only."""
     cfg = resolve_config(cell, overrides)
     run_dir = cell.run_dir(results)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    command = fit_command(cell, run_dir, overrides)
+    unfinished = unfinished_action(run_dir, config_hash(cfg))
+    if unfinished == "busy":
+        raise RuntimeError(f"{cell.label()}: {run_dir}.partial belongs to a running process; left alone")
+    if unfinished == "restart":
+        shutil.rmtree(run_dir.with_name(run_dir.name + ".partial"))
+    if unfinished == "resume":
+        command = [sys.executable, "-m", "recsys.cli", "fit", "--resume", str(run_dir)]
+        print(f"    resuming the interrupted run in {run_dir.name}.partial", flush=True)
+    else:
+        command = fit_command(cell, run_dir, overrides)
     log = run_dir.with_name(run_dir.name + ".log")
     started, cpu_before = time.perf_counter(), _children_cpu_s()
-    with log.open("w", encoding="utf-8") as out:
+    with log.open("a" if unfinished == "resume" else "w", encoding="utf-8") as out:
         proc = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=_env())
     elapsed, cpu = time.perf_counter() - started, _children_cpu_s() - cpu_before
     if proc.returncode != 0:

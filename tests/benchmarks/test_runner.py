@@ -2,7 +2,9 @@
 
 import importlib.util
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -234,3 +236,60 @@ def test_time_epochs_estimate(tmp_path, monkeypatch):
     assert sorted(r["dataset"] for r in doc["configs"]) == ["other", "tiny"] and doc["total_s"] == 3 * (141 + 9)
     doc = runner.time_epochs(tiny, ["train.num_threads=2"], results, seeds=3, assume_epochs=50)
     assert [r["dataset"] for r in doc["configs"]] == ["tiny"]  # other settings: nothing carried over
+
+
+def _unfinished(cell, results: Path, status: dict, checkpoint: bool = True, overrides=()) -> Path:
+    """``<run_dir>.partial`` as an interrupted `recsys fit` leaves it."""
+    partial = cell.run_dir(results).with_name(f"seed{cell.seed}.partial")
+    partial.mkdir(parents=True)
+    (partial / "config.yaml").write_text(runner.resolve_config(cell, list(overrides)).to_yaml())
+    (partial / "status.json").write_text(json.dumps(status))
+    if checkpoint:
+        (partial / "checkpoints").mkdir()
+        (partial / "checkpoints" / "last.ckpt").write_bytes(b"state")
+    return partial
+
+
+def test_unfinished_runs_are_resumed_restarted_or_left_alone(tmp_path, monkeypatch):
+    cell = runner.plan(runner.discover(_experiments(tmp_path), ["tiny"]), [1])[0]
+    expected = runner.config_hash(runner.resolve_config(cell, []))
+    run_dir = cell.run_dir(tmp_path / "r")
+    assert runner.unfinished_action(run_dir, expected) == "fresh"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs: the run was killed outright
+    cases = [
+        ({"status": "interrupted", "resumable": True}, True, (), "resume"),
+        ({"status": "running", "pid": dead.pid}, True, (), "resume"),
+        ({"status": "running", "pid": os.getpid()}, True, (), "busy"),  # a live process owns it
+        ({"status": "interrupted"}, False, (), "restart"),  # stopped before its first epoch ended
+        ({"status": "failed", "error": "boom"}, True, (), "restart"),
+        ({"status": "interrupted"}, True, ("train.lr=0.5",), "restart"),  # the config changed since
+    ]
+    for status, checkpoint, overrides, want in cases:
+        partial = _unfinished(cell, tmp_path / "r", status, checkpoint, overrides)
+        assert runner.unfinished_action(run_dir, expected) == want, status
+        shutil.rmtree(partial)
+
+    commands = []
+
+    class Proc:
+        returncode = 0
+
+    results = tmp_path / "results"
+
+    def fake_run(command, **kwargs):  # the finished run directory is all the runner reads back
+        commands.append(command)
+        cell.run_dir(results).mkdir(parents=True, exist_ok=True)
+        return Proc()
+
+    monkeypatch.setattr(runner.subprocess, "run", fake_run)
+    monkeypatch.setattr(runner, "build_result", lambda *a: {"ok": True})
+    partial = _unfinished(cell, results, {"status": "interrupted"})
+    runner.run_cell(cell, results, [], quick=False)
+    assert commands[-1][-2:] == ["--resume", str(cell.run_dir(results))] and partial.exists()
+    (partial / "status.json").write_text('{"status": "failed"}')
+    runner.run_cell(cell, results, [], quick=False)
+    assert "--config" in commands[-1] and not partial.exists()  # deleted, started over
+    _unfinished(cell, results, {"status": "running", "pid": os.getpid()})
+    with pytest.raises(RuntimeError, match="running process"):
+        runner.run_cell(cell, results, [], quick=False)
