@@ -474,9 +474,14 @@ def main(argv: list[str] | None = None) -> int:
 
     todo = []
     for cell in cells:
-        status = cell_status(cell.run_dir(results), config_hash(resolve_config(cell, overrides)))
+        expected = config_hash(resolve_config(cell, overrides))
+        status = cell_status(cell.run_dir(results), expected)
         action = todo_action(status, args.force)
-        print(f"  {status:<12} {action or 'skip':<8} {cell.label()}")
+        shown = action or "skip"
+        if action == "run" and status == "missing":  # what run_cell will do with a leftover .partial
+            shown = {"resume": "resume", "busy": "busy", "restart": "restart"}.get(
+                unfinished_action(cell.run_dir(results), expected), shown)
+        print(f"  {status:<12} {shown:<8} {cell.label()}")
         if action:
             todo.append((cell, action))
     print(f"{len(cells)} cells, {len(cells) - len(todo)} complete, {len(todo)} to do; results in {results}")

@@ -250,7 +250,7 @@ def _unfinished(cell, results: Path, status: dict, checkpoint: bool = True, over
     return partial
 
 
-def test_unfinished_runs_are_resumed_restarted_or_left_alone(tmp_path, monkeypatch):
+def test_unfinished_runs_are_resumed_restarted_or_left_alone(tmp_path, monkeypatch, capsys):
     cell = runner.plan(runner.discover(_experiments(tmp_path), ["tiny"]), [1])[0]
     expected = runner.config_hash(runner.resolve_config(cell, []))
     run_dir = cell.run_dir(tmp_path / "r")
@@ -284,7 +284,10 @@ def test_unfinished_runs_are_resumed_restarted_or_left_alone(tmp_path, monkeypat
 
     monkeypatch.setattr(runner.subprocess, "run", fake_run)
     monkeypatch.setattr(runner, "build_result", lambda *a: {"ok": True})
-    partial = _unfinished(cell, results, {"status": "interrupted"})
+    partial = _unfinished(cell, results, {"status": "interrupted"}, overrides=["train.num_threads=1"])
+    assert runner.main(["--experiments", str(tmp_path / "experiments"), "--results", str(results), "--datasets", "tiny",
+                        "--seeds", "1", "--dry-run"]) == 0
+    assert "missing      resume   tiny/sasrec-ce seed 1" in capsys.readouterr().out  # the plan says so
     runner.run_cell(cell, results, [], quick=False)
     assert commands[-1][-2:] == ["--resume", str(cell.run_dir(results))] and partial.exists()
     (partial / "status.json").write_text('{"status": "failed"}')
