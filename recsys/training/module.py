@@ -30,6 +30,9 @@ from recsys.training.negatives import NegativeSampler
 from recsys.types import NO_LABEL, PAD_ID, Batch, EvalBatch
 
 
+VAL_HISTORY_KEY = "recsys_val_history"
+
+
 def loss_shares(local: torch.Tensor, total: torch.Tensor, world: int) -> list[float]:
     """Weights that turn per-process mean losses into the global mean's gradient.
 
@@ -57,6 +60,14 @@ class RankingModule(pl.LightningModule):
     def _eval_scores(self, batch: EvalBatch) -> torch.Tensor:
         """(B, V) scores of every token for each history; column PAD is -inf."""
         raise NotImplementedError
+
+    # The validation history picks the run's best epoch. It travels in the resume checkpoint,
+    # so a resumed run reports the best epoch over all its epochs, not only the resumed ones.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[VAL_HISTORY_KEY] = [(int(epoch), {k: float(v) for k, v in m.items()}) for epoch, m in self.val_history]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.val_history = [(int(epoch), dict(m)) for epoch, m in checkpoint.get(VAL_HISTORY_KEY, [])]
 
     def _eval_step(self, batch: EvalBatch) -> None:
         scores = self._eval_scores(batch)  # (B, V)

@@ -186,6 +186,12 @@ def fit(
     if resume:
         if not (partial / "config.yaml").is_file():
             raise ArtifactError(f"{partial}: no unfinished run to resume")
+        # Lightning's CSV logger starts metrics.csv afresh; the epochs logged before the
+        # interruption are kept beside it (metrics.before-resume-<n>.csv), not lost.
+        log = partial / "logs" / "metrics.csv"
+        if log.is_file():
+            n = len(list(log.parent.glob("metrics.before-resume-*.csv"))) + 1
+            os.replace(log, log.with_name(f"metrics.before-resume-{n}.csv"))
     elif partial.exists():
         raise FileExistsError(
             f"{partial} holds an unfinished run: resume it with `recsys fit --resume {run_dir}` or delete it"

@@ -82,6 +82,8 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(setup):
     assert resumed["valid"] == reference["valid"]
     assert resumed["test"] == reference["test"]
     assert resumed["epochs"] == reference["epochs"] and resumed["best_epoch"] == reference["best_epoch"]
+    before = (run / "logs" / "metrics.before-resume-1.csv").read_text()  # the log up to the kill is kept
+    assert "val/ndcg@10" in before.splitlines()[0]
 
 
 def test_sigterm_leaves_a_resumable_run(setup):

@@ -67,3 +67,15 @@ def test_state_dict_has_heads_only_with_actions():
 def test_every_registered_loss_builds():
     for name in LOSSES:
         assert _module(name).loss_spec is LOSSES[name]
+
+
+def test_validation_history_survives_the_resume_checkpoint(tmp_path):
+    m = _module("ce")
+    m.val_history = [(0, {"ndcg@10": 0.3}), (1, {"ndcg@10": 0.5}), (2, {"ndcg@10": 0.4})]
+    checkpoint = {}
+    m.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "c.ckpt")
+    resumed = _module("ce")
+    assert resumed.val_history == []
+    resumed.on_load_checkpoint(torch.load(tmp_path / "c.ckpt", weights_only=True))  # plain data only
+    assert resumed.val_history == m.val_history  # so the best epoch stays 1 after a resume at epoch 2
