@@ -113,7 +113,9 @@ class RankingModule(pl.LightningModule):
         self.last_metrics[stage] = metrics
         self.last_ranks[stage] = ranks
         logged = {**metrics, **(extra or {})}
-        if stage == "val" and not self.trainer.sanity_checking:
+        # Only the epochs of training: the final re-validation of the best weights (a separate
+        # evaluator Trainer, at its epoch 0) would otherwise enter as a spurious "epoch 0".
+        if stage == "val" and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
             self.val_history.append((self.current_epoch, logged))
         for name, value in logged.items():
             # Already the all-process value, equal on every process: max over processes is

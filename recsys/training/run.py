@@ -253,7 +253,8 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
     evaluator.test(module, datamodule=dm, verbose=False)
     partial = Path(evaluator.strategy.broadcast(str(partial)))  # rank 0's: the one written
     sign = -1.0 if _monitor_mode(cfg) == "min" else 1.0
-    best_epoch = max(module.val_history, key=lambda e: sign * e[1][cfg.eval.monitor])[0] if module.val_history else None
+    # The best of the training epochs (a baseline has none: its fit is epoch 0).
+    best_epoch = max(module.val_history, key=lambda e: sign * e[1][cfg.eval.monitor])[0] if module.val_history else 0
 
     metrics = {
         "valid": module.last_metrics["val"],
