@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 from recsys.config import ExperimentConfig  # noqa: E402
 from recsys.report.results import EXCLUDED_DATASETS, config_hash, run_config_hash  # noqa: E402
+from recsys.training.provenance import process_alive  # noqa: E402
 
 # Inside a run directory (the layout `recsys fit` documents): the full state after each epoch.
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -262,18 +263,6 @@ def todo_action(status: str, force: bool) -> str | None:
     return {"complete": None, "recoverable": "recover"}.get(status, "run")
 
 
-def _alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def unfinished_action(run_dir: Path, expected_hash: str) -> str:
     """What to do with ``<run_dir>.partial`` before running a cell.
 
@@ -288,7 +277,7 @@ def unfinished_action(run_dir: Path, expected_hash: str) -> str:
     if not partial.exists():
         return "fresh"
     status = _read_json(partial / "status.json") or {}
-    if status.get("status") == "running" and _alive(status.get("pid")):
+    if status.get("status") == "running" and process_alive(status.get("pid")):
         return "busy"
     resumable = status.get("status") in ("interrupted", "running")
     if resumable and (partial / LAST_CHECKPOINT).is_file() and run_config_hash(partial) == expected_hash:

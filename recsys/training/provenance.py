@@ -39,3 +39,18 @@ def git_commit() -> str | None:
 
 def machine() -> dict[str, object]:
     return {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()}
+
+
+def process_alive(pid: object) -> bool:
+    """Whether a process with this pid runs on this machine (a status file's ``pid``, say).
+
+    Anything but a positive int is no process. A pid owned by another user still counts."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

@@ -30,6 +30,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from recsys.errors import ConfigError
+from recsys.training.provenance import process_alive
 
 HEARTBEAT_S = 10
 GRACE_S = 60
@@ -123,16 +124,6 @@ def worker_tag(trial_number: int) -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid(), "trial": trial_number}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def fail_dead_local_trials(study: optuna.Study, storage: RDBStorage, n_trials: int | None) -> list[int]:
     """FAIL (and retry) RUNNING trials whose recorded worker process on this host is gone.
 
@@ -144,7 +135,7 @@ def fail_dead_local_trials(study: optuna.Study, storage: RDBStorage, n_trials: i
         tag = trial.user_attrs.get(WORKER_ATTR)
         if not isinstance(tag, dict) or tag.get("trial") != trial.number or tag.get("host") != host:
             continue
-        if tag.get("pid") == os.getpid() or _alive(int(tag.get("pid", 0))):
+        if tag.get("pid") == os.getpid() or process_alive(int(tag.get("pid", 0))):
             continue
         try:  # the attribute first: a finished trial cannot be updated
             storage.set_trial_user_attr(trial._trial_id, "failed_reason", f"worker pid {tag['pid']} on {host} died")
