@@ -468,8 +468,8 @@ def main(argv: list[str] | None = None) -> int:
         action = todo_action(status, args.force)
         shown = action or "skip"
         if action == "run" and status == "missing":  # what run_cell will do with a leftover .partial
-            shown = {"resume": "resume", "busy": "busy", "restart": "restart"}.get(
-                unfinished_action(cell.run_dir(results), expected), shown)
+            unfinished = unfinished_action(cell.run_dir(results), expected)
+            shown = shown if unfinished == "fresh" else unfinished
         print(f"  {status:<12} {shown:<8} {cell.label()}")
         if action:
             todo.append((cell, action))
