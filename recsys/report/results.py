@@ -46,6 +46,8 @@ ADDED_FIELDS = {
     ("train", "negatives_per"): "batch",
     ("train", "prior_offset"): False,
     ("model", "tied_output"): True,
+    ("model", "dropout_sampler"): "bernoulli",
+    ("train", "length_groups"): 1,
 }
 
 

@@ -89,6 +89,7 @@ def build_module(cfg: ExperimentConfig, dm: SeqDataModule) -> RankingModule:
         action_loss_weight=t.action_loss_weight,
         purchase_loss_weight=t.purchase_loss_weight,
         event_names=dm.event_vocab.names if n_events else (),
+        length_groups=t.length_groups,
     )
 
 

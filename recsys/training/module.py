@@ -143,6 +143,9 @@ class SeqRecModule(RankingModule):
 
     ``heads`` (logs with action types): next-action CE weighted by ``action_loss_weight``
     and, if the heads have one, purchase-within-k BCE weighted by ``purchase_loss_weight``.
+
+    ``length_groups`` > 1: each training batch runs through the encoder in that many groups
+    of rows of similar length, each trimmed to its longest row (``SASRecEncoder.grouped_forward``).
     """
 
     def __init__(
@@ -162,8 +165,12 @@ class SeqRecModule(RankingModule):
         action_loss_weight: float = 0.5,
         purchase_loss_weight: float = 0.5,
         event_names: Sequence[str] = (),
+        length_groups: int = 1,
     ) -> None:
         super().__init__(ks, exclude_seen)
+        if length_groups < 1:
+            raise ValueError(f"length_groups must be >= 1, got {length_groups}")
+        self.length_groups = length_groups
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; choose from {sorted(LOSSES)}")
         self.encoder = encoder
@@ -220,7 +227,7 @@ class SeqRecModule(RankingModule):
             # every parameter keeps DDP's gradient sync in step and adds nothing to the sum.
             return sum(p.sum() for p in self.parameters()) * 0.0
         # Logged values are this process's means; the returned loss is weighted by its share.
-        hidden = self.encoder(batch["inputs"], batch.get("events"))  # (B, L, D)
+        hidden = self.encoder(batch["inputs"], batch.get("events"), self.length_groups)  # (B, L, D)
         item = self._item_loss(hidden, batch["targets"])
         logged, loss = item, item_share * item
         if self.heads is not None:

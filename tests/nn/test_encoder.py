@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from recsys.config import ModelConfig
@@ -176,3 +177,51 @@ def test_last_state_equals_the_full_forward_at_the_newest_position():
             changed = inputs.clone()
             changed[2, 0] = 1 + changed[2, 0] % 20
             assert not torch.allclose(enc.last_state(changed, events)[2], fast[2], atol=1e-4)
+
+
+def _ragged_batch():
+    """Left-padded rows of lengths 8, 1, 5, 0 (all padding), 3, 7, 2."""
+    torch.manual_seed(5)
+    lengths = [8, 1, 5, 0, 3, 7, 2]
+    x = torch.zeros(len(lengths), 8, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        if n:
+            x[row, 8 - n :] = torch.randint(1, 21, (n,))
+    return x
+
+
+@pytest.mark.parametrize("groups", [2, 3, 7, 50])
+@pytest.mark.parametrize("causal", [True, False])
+def test_length_groups_give_the_same_outputs_at_real_positions(groups, causal):
+    enc = _encoder(causal=causal, n_events=3)
+    x = _ragged_batch()
+    events = torch.where(x > 0, x % 3 + 1, torch.zeros_like(x))
+    whole, grouped = enc(x, events), enc(x, events, length_groups=groups)
+    real = x != 0
+    assert grouped.shape == whole.shape
+    assert torch.allclose(grouped[real], whole[real], atol=1e-5)
+    assert torch.equal(grouped[~real], torch.zeros_like(grouped[~real]))
+
+
+def test_length_groups_give_the_same_loss_gradient():
+    """Through a loss over the real positions, the parameters' gradients agree too."""
+    x = _ragged_batch()
+    grads = []
+    for groups in (1, 3):
+        enc = _encoder()
+        enc.train()  # dropout is 0: training mode, deterministic
+        h = enc(x, length_groups=groups)
+        (h[x != 0] ** 2).sum().backward()
+        grads.append({name: p.grad.clone() for name, p in enc.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-4), name
+
+
+def test_dropout_sampler_is_used_everywhere_and_keeps_the_state_dict():
+    plain, fast = _encoder(), _encoder(dropout_sampler="uniform")
+    assert plain.state_dict().keys() == fast.state_dict().keys()
+    samplers = {m.sampler for m in fast.modules() if hasattr(m, "sampler")}
+    assert samplers == {"uniform"}
+    x = _ragged_batch()
+    assert torch.allclose(plain(x), fast(x))  # eval mode: no dropout, the same function

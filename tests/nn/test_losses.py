@@ -135,6 +135,25 @@ def test_chunked_ce_equals_full_ce_in_value_and_gradient(chunk):
                  lambda h, w: full_ce(h, w, targets), hidden, weights)
 
 
+def test_chunked_ce_gradient_follows_the_weight_the_loss_enters_with():
+    """The gradients are formed in forward; backward must still scale them by the incoming one."""
+    torch.manual_seed(4)
+    hidden = torch.randn(3, 10, 8, requires_grad=True)
+    weights = torch.randn(30, 8, requires_grad=True)
+    targets = torch.randint(0, 31, (3, 10))
+    _assert_same(lambda h, w: -2.5 * chunked_ce(h, w, targets, chunk_size=4),
+                 lambda h, w: -2.5 * full_ce(h, w, targets), hidden, weights)
+
+
+def test_chunked_ce_without_gradients_gives_the_loss_alone():
+    torch.manual_seed(5)
+    hidden, weights = torch.randn(2, 6, 4), torch.randn(12, 4)
+    targets = torch.randint(1, 13, (2, 6))
+    loss = chunked_ce(hidden, weights, targets, chunk_size=5)
+    assert not loss.requires_grad
+    assert torch.allclose(loss, full_ce(hidden, weights, targets))
+
+
 def test_chunked_ce_bounds_the_logit_block():
     """No (rows x V) block larger than chunk_size x V is materialised: checked by
     recording every matmul output the loss allocates."""

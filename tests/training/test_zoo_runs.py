@@ -121,3 +121,27 @@ def test_seeded_runs_repeat_exactly(log, tmp_path, over):
     b = _metrics(fit(_cfg(log, tmp_path, **over), tmp_path / "b").run_dir)
     assert a["valid"] == b["valid"] and a["test"] == b["test"]
     assert a["test"]["hr@10"] > 10 / N_ITEMS  # it learned something beyond chance
+
+
+def test_fast_paths_train_the_same_model(log, tmp_path):
+    """``train.length_groups`` and ``ce_chunked`` change only how the step is computed: at
+    dropout 0 (nothing random in the step) they reach the plain run's metrics. The uniform
+    dropout sampler is a different draw, so it is only required to learn the cycle as well."""
+    plain = _metrics(fit(_cfg(log, tmp_path), tmp_path / "plain").run_dir)
+    fast = _metrics(fit(_cfg(log, tmp_path, train={"length_groups": 3, "loss": "ce_chunked", "chunk_size": 7}),
+                        tmp_path / "fast").run_dir)
+    for split in ("valid", "test"):
+        for metric, value in plain[split].items():
+            assert fast[split][metric] == pytest.approx(value, abs=1e-3), (split, metric)
+    sampled = _metrics(fit(_cfg(log, tmp_path, model={"dropout": 0.2, "dropout_sampler": "uniform"}),
+                           tmp_path / "uniform").run_dir)
+    assert sampled["test"]["hr@10"] > 0.9
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("train", "length_groups", 0, "train.length_groups must be >= 1"),
+    ("model", "dropout_sampler", "gauss", "model.dropout_sampler must be one of"),
+])
+def test_fast_path_options_are_checked(log, tmp_path, section, key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        _cfg(log, tmp_path, **{section: {key: value}})
