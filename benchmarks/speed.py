@@ -308,8 +308,20 @@ def budget_minutes(args, name: str) -> float:
 
 
 def run_library(lib: str, command: list[str], folder: Path, args, budget: float) -> dict:
-    """One runner in a process of its own; its JSON record, or a failure with the log's tail."""
+    """One runner in a process of its own; its JSON record, or a failure with the log's tail.
+
+    With ``--reuse-records`` a record (and its ranks) that an earlier run left in the folder is
+    read instead, marked ``reused_from`` with the time it was written."""
     out, log = folder / f"{lib}.json", folder / f"{lib}.log"
+    ranks_path = out.with_suffix(".ranks.npy")
+    if args.reuse_records and out.exists() and ranks_path.exists():
+        written = dt.datetime.fromtimestamp(out.stat().st_mtime, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        print(f"   {lib}: reusing {out} (written {written})", flush=True)
+        record = json.loads(out.read_text(encoding="utf-8"))
+        record["reused_from"] = {"path": str(out), "written": written}
+        record["test_ndcg10_harness"] = summarise(torch.from_numpy(np.load(ranks_path)), [10])["ndcg@10"]
+        return record
+    out.unlink(missing_ok=True)  # a record left by an earlier run must not pass for this one's
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "PYTHONPATH": str(ROOT) if lib == "ours" else ""}
     limit = budget * 60 + 1800  # the budget, then the last epoch, its validation and the test
@@ -328,7 +340,7 @@ def run_library(lib: str, command: list[str], folder: Path, args, budget: float)
         print(f"   {lib} failed ({error}):\n      " + "\n      ".join(tail), flush=True)
         return {"library": lib, "status": "failed", "error": "\n".join([*tail, error])}
     record = json.loads(out.read_text(encoding="utf-8"))
-    ranks = torch.from_numpy(np.load(out.with_suffix(".ranks.npy")))
+    ranks = torch.from_numpy(np.load(ranks_path))
     record["test_ndcg10_harness"] = summarise(ranks, [10])["ndcg@10"]  # recomputed here, from its ranks
     record["wall_s"] = wall
     return record
@@ -339,7 +351,7 @@ def section_peers(args) -> dict:
     out = {}
     with tempfile.TemporaryDirectory(prefix="recsys-peers-") as tmp:
         work = Path(args.peers_dir or tmp)
-        for name in args.datasets:
+        for name in args.peers_datasets or args.datasets:
             folder = work / name
             folder.mkdir(parents=True, exist_ok=True)
             overrides, config_file = peers_config(name, args, folder)
@@ -407,6 +419,11 @@ def markdown_peers(results: dict) -> list[str]:
              "target = training seconds (validation excluded) until the first epoch at or above the target. "
              "Full-ranking evaluation = median wall time of one validation pass over all users. Ratios in "
              "brackets are peer / ours: above 1 is slower or larger, or, for NDCG, better.", ""]
+    reused = [f"{report.LIBRARIES[lib]} on {name} (written {r['reused_from']['written']})"
+              for name, result in results.items() for lib, r in result["records"].items() if r.get("reused_from")]
+    if reused:
+        lines += ["Records read from an earlier run's folder (`--reuse-records`), not re-measured by this one: "
+                  + "; ".join(reused) + ".", ""]
     for name, result in results.items():
         lines += report.markdown_dataset(name, result)
     losses = {}
@@ -424,17 +441,61 @@ def markdown_peers(results: dict) -> list[str]:
     return lines
 
 
+def merge_docs(docs: list[dict]) -> dict:
+    """One document from the runs' JSON, sections of later runs replacing earlier ones; each
+    section keeps the time, load average and wall time of the run that measured it."""
+    if len(docs) == 1:
+        return docs[0]
+    merged = {**docs[-1], "results": {}, "measured": {}}
+    for doc in docs:
+        for name, result in doc["results"].items():
+            merged["results"][name] = result
+            merged["measured"][name] = {k: doc[k] for k in ("started", "wall_s", "load_before", "load_after")}
+    order = ["gemm", "step", "epoch", "eval", "peers"]
+    merged["results"] = {k: merged["results"][k] for k in order if k in merged["results"]}
+    return merged
+
+
+def regenerate_command(doc: dict) -> str:
+    """The command line that measures what ``doc`` holds, from what it recorded."""
+    parts = [".venv/bin/python benchmarks/speed.py", "--sections", *doc["results"]]
+    if doc["threads"] != 2:
+        parts += ["--threads", str(doc["threads"])]
+    peers = doc["results"].get("peers")
+    if peers:
+        if list(peers) != list(DATASETS):
+            parts += ["--peers-datasets", *peers]
+        budgets = {name: result["budget_minutes"] for name, result in peers.items()}
+        common = max(set(budgets.values()), key=list(budgets.values()).count)
+        parts += ["--budget-minutes", f"{common:g}",
+                  *(f"{name}={minutes:g}" for name, minutes in budgets.items() if minutes != common)]
+        first = next(iter(peers.values()))
+        if first.get("max_users"):
+            parts += ["--max-users", str(first["max_users"])]
+    return " ".join(parts)
+
+
+def written_by(doc: dict) -> str:
+    """When and under what load the sections were measured (each section's own run if merged)."""
+    if "measured" not in doc:
+        return (f"Written by `benchmarks/speed.py` on {doc['started']}, {doc['wall_s']:.0f} s wall, {doc['threads']} "
+                f"threads; load average before -> after: {doc['load_before']} -> {doc['load_after']}.")
+    runs = "; ".join(f"{name} on {m['started']} (a run of {m['wall_s']:.0f} s wall, load average {m['load_before']} "
+                     f"-> {m['load_after']})" for name, m in doc["measured"].items())
+    return f"Written by `benchmarks/speed.py --render` from runs on {doc['threads']} threads, each section as measured: {runs}."
+
+
 def markdown(doc: dict) -> str:
     r, info = doc["results"], doc["machine"]
     lines = [
         "# Speed",
         "",
-        f"Written by `benchmarks/speed.py` on {doc['started']}, {doc['wall_s']:.0f} s wall, {doc['threads']} threads; "
-        f"load average before -> after: {doc['load_before']} -> {doc['load_after']}. "
-        "Regenerate with `.venv/bin/python benchmarks/speed.py`.",
+        written_by(doc) + f" Regenerate with `RECSYS_DATA_DIR=../shared/datasets {regenerate_command(doc)}`.",
         "",
         "Settings (issue 6): SASRec, max length 200, 2 blocks, d 64, 1 head, dropout 0.2, batch 128, "
-        "Adam lr 1e-3, full softmax cross-entropy at every position, fp32 unless a row says bf16.",
+        "Adam lr 1e-3, full softmax cross-entropy at every position, fp32 unless a row says bf16. Ours runs them "
+        "on its fast path (" + ", ".join(f"`{o}`" for o in FAST_PATH) + "): the same model, loss and batches, "
+        "computed with less work (README, \"Faster training, same model\"); the tables also show the plain path.",
         "",
     ]
     if "gemm" in r:
@@ -496,6 +557,12 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", nargs="+", default=["gemm", "step", "epoch", "eval"],
@@ -522,7 +589,19 @@ def main(argv: list[str] | None = None) -> int:
     peers.add_argument("--peers-venv", type=Path, default=Path(__file__).resolve().with_name("peers") / ".venv")
     peers.add_argument("--peers-dir", type=Path, default=None,
                        help="keep the split, the runs' records and logs here (default: a temporary folder)")
+    peers.add_argument("--peers-datasets", nargs="+", default=None, choices=list(DATASETS),
+                       help="datasets of the peers section (default: --datasets)")
+    peers.add_argument("--reuse-records", action="store_true",
+                       help="read a library's record from --peers-dir where an earlier run left one, instead of "
+                            "running it again (SPEED.md says which, and when they were written)")
+    parser.add_argument("--render", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="measure nothing: rewrite --out from --json files earlier runs wrote (a section "
+                             "in a later file replaces the same section of an earlier one)")
     args = parser.parse_args(argv)
+    if args.render:
+        write_atomic(args.out, markdown(merge_docs([json.loads(p.read_text(encoding="utf-8")) for p in args.render])))
+        print(f"wrote {args.out} from {', '.join(map(str, args.render))}")
+        return 0
     torch.set_num_threads(args.threads)
     doc = {"started": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "threads": args.threads,
            "load_before": load_average(), "machine": machine(), "results": {}}
@@ -533,10 +612,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}")
         doc["results"][name] = sections[name](args)
     doc["wall_s"], doc["load_after"] = time.perf_counter() - t0, load_average()
-    text = markdown(doc)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, args.out)
+    write_atomic(args.out, markdown(doc))
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2), encoding="utf-8")
     print(f"\nwrote {args.out}")

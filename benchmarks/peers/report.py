@@ -118,6 +118,58 @@ def seen_counts_match(records: dict[str, dict]) -> dict[str, bool]:
             for lib, r in records.items() if ok(r) and lib != "ours"}
 
 
+# Issue 6's "Done when" bars against the peers: (metric, peer, largest ours / peer allowed).
+BARS = (("median_epoch_s", "rectools", 1 / 4), ("time_to_target_s", "rectools", 1 / 4),
+        ("time_to_target_s", "recbole", 1 / 20))
+
+
+def bars(records: dict[str, dict], target: float | None) -> list[dict]:
+    """Each bar of ``BARS`` whose peer ran: ours' value, the peer's, the allowed share, and
+    whether ours meets it (None when it cannot be decided). A peer that never reached the
+    target took longer than all the training seconds it ran, so that total is a lower bound
+    on its time. The epoch bar also needs ours' test NDCG@10 to be at least the peer's."""
+    out = []
+    ours = summary(records["ours"], target) if ok(records.get("ours")) else None
+    for key, peer, share in BARS:
+        if ours is None or not ok(records.get(peer)):
+            continue
+        theirs = summary(records[peer], target)
+        value, bound = theirs[key], False
+        if value is None and key == "time_to_target_s" and curve(records[peer]):
+            value, bound = curve(records[peer])[-1][0], True
+        met = None
+        if ours[key] is None:
+            met = False if value is not None else None  # ours never reached what the peer did
+        elif value is not None:
+            within = ours[key] <= share * value
+            met = within if not bound else (True if within else None)  # above a lower bound: undecided
+        if key == "median_epoch_s" and met is not None:
+            met = met and ours["test_ndcg10"] >= theirs["test_ndcg10"]
+        out.append({"metric": key, "peer": peer, "share": share, "ours": ours[key], "peer_value": value,
+                    "peer_lower_bound": bound, "met": met,
+                    "ndcg": (ours["test_ndcg10"], theirs["test_ndcg10"]) if key == "median_epoch_s" else None})
+    return out
+
+
+def markdown_bars(records: dict[str, dict], target: float | None) -> list[str]:
+    rows = bars(records, target)
+    if not rows:
+        return []
+    lines = ["Issue 6's bars:", "", "| bar | ours | peer | ours / peer | met |", "|---|---:|---:|---:|---|"]
+    for b in rows:
+        what = "median s / epoch" if b["metric"] == "median_epoch_s" else "time to target"
+        title = f"{what} <= 1/{round(1 / b['share'])} of {LIBRARIES[b['peer']]}"
+        if b["ndcg"]:
+            title += f", test NDCG@10 at least its ({b['ndcg'][0]:.4f} vs {b['ndcg'][1]:.4f})"
+        ours = "not reached" if b["ours"] is None else f"{b['ours']:.1f} s"
+        peer = "n/a" if b["peer_value"] is None else (">" if b["peer_lower_bound"] else "") + f"{b['peer_value']:.1f} s"
+        share = "" if b["ours"] is None or not b["peer_value"] else \
+            ("<" if b["peer_lower_bound"] else "") + f"{b['ours'] / b['peer_value']:.3f}"
+        mark = {True: "✓", False: "✗", None: "undecided"}[b["met"]]
+        lines.append(f"| {title} | {ours} | {peer} | {share} | {mark} |")
+    return lines + [""]
+
+
 # ---- markdown ---------------------------------------------------------------------------
 
 
@@ -182,4 +234,5 @@ def markdown_dataset(name: str, result: dict) -> list[str]:
                 pts = ", ".join(f"{v:.4f}" for _, v in curve(r))
                 curves.append(f"- {LIBRARIES[lib]}: {pts}")
         lines += ["Validation NDCG@10 by epoch:", "", *curves, ""]
+        lines += markdown_bars(records, target)
     return lines

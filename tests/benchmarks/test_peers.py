@@ -185,3 +185,23 @@ def test_markdown_says_not_reached_and_partial_epochs():
     assert "failed: ImportError: numpy \\| boom" in text
     assert "| 100.0 s |" in text  # recbole's time to target, no ratio: ours did not reach the target
     assert "| 2.0 s (x1.00) |" in text  # preparation, recbole against ours
+
+
+def test_issue_bars_on_hand_made_curves():
+    records = {
+        "ours": _record([2, 2, 2], [0.02, 0.04, 0.06], test_ndcg10=0.05),
+        "rectools": _record([10, 10, 10], [0.01, 0.03, 0.05], test_ndcg10=0.045),
+        "recbole": _record([], [], partial={"train_s": 90.0, "val_s": 5.0, "val_ndcg10": 0.03, "batches_done": 3,
+                                            "batches": 10}),
+    }
+    rows = {(b["metric"], b["peer"]): b for b in report.bars(records, 0.05)}
+    epoch = rows["median_epoch_s", "rectools"]
+    assert (epoch["ours"], epoch["peer_value"], epoch["met"]) == (2, 10, True)  # 2 <= 10 / 4, NDCG 0.05 >= 0.045
+    assert rows["time_to_target_s", "rectools"]["met"] is True  # 6 s <= 30 s / 4
+    # RecBole never reached 0.05: its 90 s are only a lower bound, so 6 s > 90 s / 20 decides nothing
+    recbole = rows["time_to_target_s", "recbole"]
+    assert recbole["peer_lower_bound"] and recbole["peer_value"] == 90.0 and recbole["met"] is None
+    records["ours"] = _record([2, 2, 2], [0.02, 0.04, 0.06], test_ndcg10=0.04)  # faster but worse
+    assert {(b["metric"], b["peer"]): b["met"] for b in report.bars(records, 0.05)}["median_epoch_s", "rectools"] is False
+    text = "\n".join(report.markdown_bars(records, 0.05))
+    assert "| time to target <= 1/20 of RecBole SASRec | 6.0 s | >90.0 s | <0.067 | undecided |" in text
