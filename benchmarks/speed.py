@@ -65,6 +65,7 @@ from serving import load_average, machine  # noqa: E402
 
 from recsys.config import ExperimentConfig  # noqa: E402
 from recsys.eval.metrics import summarise  # noqa: E402
+from recsys.nn.encoder import group_by_length  # noqa: E402
 from recsys.training.build import build_datamodule, build_module  # noqa: E402
 
 ISSUE_SETTINGS = [  # issue 6: "max length 200, 2 blocks, hidden size 64, 1 head, dropout 0.2, batch 128, Adam lr 1e-3"
@@ -155,10 +156,7 @@ def encoder_shapes(inputs: torch.Tensor, groups: int) -> list[tuple[int, int]]:
     B, L = inputs.shape
     if groups <= 1 or B == 1:
         return [(B, L)]
-    real = inputs != 0
-    width = torch.where(real.any(dim=1), L - real.to(torch.uint8).argmax(dim=1), 1)
-    order = torch.argsort(width, stable=True)
-    return [(len(rows), int(width[rows].max())) for rows in torch.tensor_split(order, min(groups, B))]
+    return [(len(rows), width) for rows, width in group_by_length(inputs, groups)]
 
 
 STEP_VARIANTS = {  # label -> overrides of the issue's settings

@@ -154,20 +154,16 @@ class SASRecEncoder(nn.Module):
         stays in its batch and the loss still averages over the same positions, so this is
         the same objective; only the dropout masks are laid out differently, so a run's
         trajectory differs from the ungrouped one for the same seed."""
-        B, L = inputs.shape
-        real = inputs != PAD_ID  # (B, L); real tokens are the last `width` columns of a row
-        first = torch.where(real.any(dim=1), real.to(torch.uint8).argmax(dim=1), L - 1)  # (B,)
-        width = L - first  # (B,) >= 1: an all-padding row keeps one column
-        order = torch.argsort(width, stable=True)  # (B,) shortest first
+        L = inputs.shape[1]
+        pieces = group_by_length(inputs, groups)
         parts = []
-        for rows in torch.tensor_split(order, min(groups, B)):
-            w = int(width[rows].max())
+        for rows, w in pieces:
             ev = None if events is None else events[rows, L - w :]
             h = self.forward(inputs[rows, L - w :], ev)  # (n, w, D)
             parts.append(F.pad(h, (0, 0, L - w, 0)))  # (n, L, D), zeros on the left
-        h = torch.cat(parts)  # (B, L, D), rows in `order`
-        h = h.index_select(0, torch.argsort(order))  # back to the batch's row order
-        return h * real.unsqueeze(-1)
+        h = torch.cat(parts)  # (B, L, D), rows in group order
+        h = h.index_select(0, torch.argsort(torch.cat([rows for rows, _ in pieces])))  # the batch's row order
+        return h * (inputs != PAD_ID).unsqueeze(-1)
 
     def last_state(self, inputs: torch.Tensor, events: torch.Tensor | None = None) -> torch.Tensor:
         """(B, D): the newest position's output, ``forward(inputs, events)[:, -1]``, for less work.
@@ -212,6 +208,18 @@ class SASRecEncoder(nn.Module):
         if self.out_emb is not None:
             return self.out_emb.weight[1 : self.n_items + 1]  # (V-1, D)
         return self.token_table()[1 : self.n_items + 1]  # (V-1, D)
+
+
+def group_by_length(inputs: torch.Tensor, groups: int) -> list[tuple[torch.Tensor, int]]:
+    """Rows of a left-padded (B, L) batch in ``groups`` groups of similar length, shortest
+    first: each group's row indices and its width (its longest row; an all-padding row
+    counts 1). Equal row counts per group, ties kept in batch order."""
+    B, L = inputs.shape
+    real = inputs != PAD_ID  # real tokens are the last `width` columns of a row
+    first = torch.where(real.any(dim=1), real.to(torch.uint8).argmax(dim=1), L - 1)  # (B,)
+    width = L - first  # (B,) >= 1
+    order = torch.argsort(width, stable=True)
+    return [(rows, int(width[rows].max())) for rows in torch.tensor_split(order, min(groups, B))]
 
 
 @dataclass(frozen=True)
