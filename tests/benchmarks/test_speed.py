@@ -51,3 +51,30 @@ def test_merged_runs_keep_each_sections_own_provenance_and_order():
     command = speed.regenerate_command(merged)
     assert command.startswith(".venv/bin/python benchmarks/speed.py --sections gemm step eval peers --budget-minutes")
     assert {"35", "s3rec-beauty=12"} <= set(command.split()) or {"12", "ml-1m-partial=35"} <= set(command.split())
+
+
+_RUNNER = """import json, sys
+import numpy as np
+out = sys.argv[sys.argv.index("--out") + 1]
+np.save(out.replace(".json", ".ranks.npy"), np.array([1, 3, 12]))
+json.dump({"library": "fake", "made_with": sys.argv[1]}, open(out, "w"))
+"""
+
+
+def test_a_record_is_reused_only_when_the_same_command_made_it(tmp_path):
+    import argparse
+
+    args = argparse.Namespace(reuse_records=True, threads=1)
+
+    def run(setting):
+        return speed.run_library("fake", [sys.executable, "-c", _RUNNER, setting], tmp_path, args, budget=1.0)
+
+    first = run("a")
+    assert first["made_with"] == "a" and "reused_from" not in first
+    again = run("a")
+    assert again["made_with"] == "a" and "reused_from" in again  # same command: read back
+    assert again["test_ndcg10_harness"] == first["test_ndcg10_harness"]
+    other = run("b")
+    assert other["made_with"] == "b" and "reused_from" not in other  # other settings: run again
+    (tmp_path / "fake.command.json").unlink()  # a record of a harness that did not say how it was made
+    assert "reused_from" not in run("b")

@@ -263,7 +263,9 @@ def test_registry_matches_config_names():
     assert set(LOSSES) == set(LOSS_NAMES)
 
 
-def test_bf16_logit_products_stay_close_to_fp32():
+@pytest.mark.parametrize("chunk", [None, 7, 1000])
+def test_bf16_logit_products_stay_close_to_fp32(chunk):
+    """``ce`` (chunk None) and ``ce_chunked`` at ``precision=bf16``: close to fp32, not equal to it."""
     from recsys.nn.losses import full_ce
 
     torch.manual_seed(2)
@@ -273,15 +275,52 @@ def test_bf16_logit_products_stay_close_to_fp32():
     out = {}
     for precision in ("fp32", "bf16"):
         hidden.grad = weights.grad = None
-        loss = full_ce(hidden, weights, targets, precision=precision)
+        if chunk is None:
+            loss = full_ce(hidden, weights, targets, precision=precision)
+        else:
+            loss = chunked_ce(hidden, weights, targets, chunk_size=chunk, precision=precision)
         loss.backward()
         out[precision] = (loss.detach(), hidden.grad.clone(), weights.grad.clone())
     (l32, gh32, gw32), (l16, gh16, gw16) = out["fp32"], out["bf16"]
-    assert l16.dtype == torch.float32 and gh16.dtype == torch.float32
+    assert l16.dtype == torch.float32 and gh16.dtype == torch.float32 and gw16.dtype == torch.float32
     assert torch.allclose(l16, l32, rtol=2e-2)
     assert not torch.equal(l16, l32)  # bf16 really was used
     for a, b in ((gh16, gh32), (gw16, gw32)):
         assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.999
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_chunked_bf16_ce_is_the_fp32_softmax_of_bf16_logits(chunk):
+    """The bf16 path computes the softmax as exp(g - max) / sum (one exponential pass): its
+    loss is autograd's cross-entropy of the same bf16-rounded logits to fp32 rounding, and
+    its gradients differ from that reference only by the bf16 rounding of the gradient
+    products (far below the gap between bf16 and fp32 logits)."""
+    torch.manual_seed(6)
+    hidden = torch.randn(3, 25, 16, requires_grad=True)
+    weights = torch.randn(200, 16, requires_grad=True)
+    targets = torch.randint(0, 201, (3, 25))
+    keep = targets != 0
+
+    def reference(h, w):
+        logits = (h[keep].bfloat16() @ w.bfloat16().T).float()
+        return torch.nn.functional.cross_entropy(logits, targets[keep] - 1)
+
+    loss = chunked_ce(hidden, weights, targets, chunk_size=chunk, precision="bf16")
+    want = reference(hidden, weights)
+    assert torch.allclose(loss, want, rtol=1e-6, atol=1e-6)
+    got_grads = torch.autograd.grad(loss, (hidden, weights))
+    want_grads = torch.autograd.grad(want, (hidden, weights))
+    fp32_grads = torch.autograd.grad(full_ce(hidden, weights, targets), (hidden, weights))
+    for got, ref, exact in zip(got_grads, want_grads, fp32_grads):
+        error = (got - ref).norm() / ref.norm()
+        assert error < 0.01
+        assert error < 0.5 * (exact - ref).norm() / ref.norm()
+
+
+def test_chunked_ce_rejects_an_unknown_precision():
+    hidden, weights, targets = _case()
+    with pytest.raises(ValueError, match="precision must be one of"):
+        chunked_ce(hidden, weights, targets, precision="fp16")
 
 
 @pytest.mark.parametrize("loss, k", [("gbce", 5), ("bce", 3)])

@@ -13,6 +13,7 @@ import pytest
 
 from recsys.config import ExperimentConfig
 from recsys.errors import ConfigError
+from recsys.training.build import build_datamodule, build_module
 from recsys.training.run import evaluate, fit
 
 N_ITEMS = 30
@@ -136,6 +137,9 @@ def test_fast_paths_train_the_same_model(log, tmp_path):
     sampled = _metrics(fit(_cfg(log, tmp_path, model={"dropout": 0.2, "dropout_sampler": "uniform"}),
                            tmp_path / "uniform").run_dir)
     assert sampled["test"]["hr@10"] > 0.9
+    bf16 = _cfg(log, tmp_path, train={"loss": "ce_chunked", "chunk_size": 7, "logit_precision": "bf16"})
+    assert build_module(bf16, build_datamodule(bf16)).loss_options == {"chunk_size": 7, "precision": "bf16"}
+    assert _metrics(fit(bf16, tmp_path / "bf16").run_dir)["test"]["hr@10"] > 0.9
 
 
 @pytest.mark.parametrize("section, key, value, message", [
