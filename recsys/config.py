@@ -28,6 +28,7 @@ LOSS_NAMES = ("ce", "ce_chunked", "sampled", "bce", "gbce")
 SAMPLER_NAMES = ("uniform", "popularity", "in_batch")
 NEGATIVES_PER = ("batch", "position")
 DROPOUT_SAMPLERS = ("bernoulli", "uniform")
+PRECISIONS = ("fp32", "bf16")
 # Validation metrics of the next-action head that eval.monitor may name instead of a ranking
 # metric (logs with data.event_col), with the direction that is better.
 ACTION_MONITORS = {"action_nll": "min", "action_accuracy": "max", "action_macro_f1": "max"}
@@ -100,8 +101,9 @@ class ModelConfig:
     input item table (SASRec, BERT4Rec); off, a separate output table (the default of
     gSASRec's reference code), so the losses' push on output rows leaves the inputs alone.
     ``dropout_sampler`` (``DROPOUT_SAMPLERS``): where dropout's draws come from, ``bernoulli``
-    (torch's dropout) or ``uniform`` (``rand < 1 - p``: the same distribution, about twice as
-    fast on CPU; other draws, so another trajectory for the same seed).
+    (torch's dropout) or ``uniform`` (a uniform 16-bit integer ``< (1 - p) 2^16``: the same
+    distribution to 2^-16, several times faster on CPU; other draws, so another trajectory
+    for the same seed; see ``recsys.nn.layers.keep_mask``).
     """
 
     name: str = "sasrec"
@@ -137,7 +139,9 @@ class TrainConfig:
     ``purchase_event`` within the next k events, weighted by ``purchase_loss_weight``.
     ``logit_precision``: ``bf16`` runs the (positions x catalogue) products of the ``ce``
     and ``ce_chunked`` losses on bf16 inputs (fp32 accumulation, bf16-rounded products) and an fp32 softmax;
-    ``fp32`` is exact. ``length_groups`` > 1 runs each training batch through the encoder in
+    ``fp32`` is exact. ``encoder_precision``: ``bf16`` runs the encoder's training forward
+    (and so its backward) under bf16 autocast: matrix products on bf16 inputs, the rest as
+    autocast's rules keep it; validation, test and serving stay fp32. ``length_groups`` > 1 runs each training batch through the encoder in
     that many groups of rows of similar length, each trimmed to its longest row: the same
     model and loss with less compute spent on padding (see
     ``recsys.nn.encoder.SASRecEncoder.grouped_forward``); 1 runs the padded batch whole.
@@ -176,6 +180,7 @@ class TrainConfig:
     purchase_event: str = "buy"
     purchase_loss_weight: float = 0.5
     length_groups: int = 1
+    encoder_precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -343,7 +348,8 @@ def _validate(cfg: ExperimentConfig) -> None:
     need(cfg.train.n_negatives > 0 and cfg.train.chunk_size > 0, "train.n_negatives and train.chunk_size must be > 0")
     need(cfg.train.negatives_per in NEGATIVES_PER, f"train.negatives_per must be one of {NEGATIVES_PER}")
     need(0.0 <= cfg.train.gbce_t <= 1.0, "train.gbce_t must be in [0, 1]")
-    need(cfg.train.logit_precision in ("fp32", "bf16"), "train.logit_precision must be fp32 or bf16")
+    need(cfg.train.logit_precision in PRECISIONS, "train.logit_precision must be fp32 or bf16")
+    need(cfg.train.encoder_precision in PRECISIONS, "train.encoder_precision must be fp32 or bf16")
     need(cfg.train.length_groups >= 1, "train.length_groups must be >= 1")
     need(0.0 < cfg.train.mask_prob < 1.0, "train.mask_prob must be in (0, 1)")
     need(

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": f"recsys {cfg.model.name} via recsys.training.run.fit",
         "loss": f"{cfg.train.loss}: full softmax cross-entropy over the catalogue at every position "
                 f"(train.loss={cfg.train.loss}, {cfg.train.logit_precision} logits; batches in "
-                f"train.length_groups={cfg.train.length_groups} length groups, "
+                f"train.length_groups={cfg.train.length_groups} length groups, encoder {cfg.train.encoder_precision}, "
                 f"model.dropout_sampler={cfg.model.dropout_sampler})",
         "settings": {"config": cfg.to_dict(), "adam_betas": [0.9, 0.999], "budget_s": args.budget_minutes * 60},
         "n_users": m["dataset"]["summary"]["n_users"],

@@ -48,6 +48,7 @@ ADDED_FIELDS = {
     ("model", "tied_output"): True,
     ("model", "dropout_sampler"): "bernoulli",
     ("train", "length_groups"): 1,
+    ("train", "encoder_precision"): "fp32",
 }
 
 

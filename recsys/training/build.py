@@ -90,6 +90,7 @@ def build_module(cfg: ExperimentConfig, dm: SeqDataModule) -> RankingModule:
         purchase_loss_weight=t.purchase_loss_weight,
         event_names=dm.event_vocab.names if n_events else (),
         length_groups=t.length_groups,
+        encoder_precision=t.encoder_precision,
     )
 
 

@@ -13,6 +13,8 @@ averages is the gradient of the one-process loss.
 
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,6 +23,7 @@ import pytorch_lightning as pl
 import torch
 
 from recsys.baselines.base import Baseline
+from recsys.config import PRECISIONS as ENCODER_PRECISIONS
 from recsys.eval.actions import next_action_metrics, purchase_metrics
 from recsys.eval.metrics import summarise
 from recsys.eval.ranking import mask_seen, target_ranks
@@ -146,6 +149,7 @@ class SeqRecModule(RankingModule):
 
     ``length_groups`` > 1: each training batch runs through the encoder in that many groups
     of rows of similar length, each trimmed to its longest row (``SASRecEncoder.grouped_forward``).
+    ``encoder_precision="bf16"``: the encoder's training forward under bf16 autocast.
     """
 
     def __init__(
@@ -166,11 +170,14 @@ class SeqRecModule(RankingModule):
         purchase_loss_weight: float = 0.5,
         event_names: Sequence[str] = (),
         length_groups: int = 1,
+        encoder_precision: str = "fp32",
     ) -> None:
         super().__init__(ks, exclude_seen)
         if length_groups < 1:
             raise ValueError(f"length_groups must be >= 1, got {length_groups}")
-        self.length_groups = length_groups
+        if encoder_precision not in ENCODER_PRECISIONS:
+            raise ValueError(f"encoder_precision must be one of {ENCODER_PRECISIONS}, got {encoder_precision!r}")
+        self.length_groups, self.encoder_precision = length_groups, encoder_precision
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; choose from {sorted(LOSSES)}")
         self.encoder = encoder
@@ -227,7 +234,9 @@ class SeqRecModule(RankingModule):
             # every parameter keeps DDP's gradient sync in step and adds nothing to the sum.
             return sum(p.sum() for p in self.parameters()) * 0.0
         # Logged values are this process's means; the returned loss is weighted by its share.
-        hidden = self.encoder(batch["inputs"], batch.get("events"), self.length_groups)  # (B, L, D)
+        with self._training_autocast():
+            hidden = self.encoder(batch["inputs"], batch.get("events"), self.length_groups)  # (B, L, D)
+        hidden = hidden.float()  # the losses and heads take fp32 (a no-op without autocast)
         item = self._item_loss(hidden, batch["targets"])
         logged, loss = item, item_share * item
         if self.heads is not None:
@@ -244,6 +253,14 @@ class SeqRecModule(RankingModule):
                 loss = loss + self.purchase_loss_weight * purchase_share * purchase
         self.log("train/loss", logged, prog_bar=True, on_step=True, on_epoch=True, batch_size=B)
         return loss
+
+    def _training_autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast around the training forward of the encoder (``encoder_precision``):
+        its matrix products on bf16 inputs, the residual stream, the softmax of the attention
+        weights and the layer norms left to autocast's fp32 rules. Evaluation always runs fp32."""
+        if self.encoder_precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from recsys.config import ExperimentConfig
 from recsys.errors import ConfigError
@@ -142,9 +143,30 @@ def test_fast_paths_train_the_same_model(log, tmp_path):
     assert _metrics(fit(bf16, tmp_path / "bf16").run_dir)["test"]["hr@10"] > 0.9
 
 
+def test_bf16_encoder_autocast_is_close_to_fp32_and_trains(log, tmp_path):
+    """``train.encoder_precision=bf16`` runs the encoder's training forward under bf16 autocast:
+    its outputs differ from fp32 (autocast is really on) by bf16 rounding only, and a run
+    with it learns the cycle."""
+    cfgs = {p: _cfg(log, tmp_path, train={"encoder_precision": p}) for p in ("fp32", "bf16")}
+    dm = build_datamodule(cfgs["fp32"])
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    hidden = {}
+    for precision, cfg in cfgs.items():
+        torch.manual_seed(0)
+        module = build_module(cfg, dm).eval()  # eval: no dropout, the same weights for both
+        with module._training_autocast():
+            hidden[precision] = module.encoder(batch["inputs"]).float()
+    assert not torch.equal(hidden["bf16"], hidden["fp32"])
+    rel = (hidden["bf16"] - hidden["fp32"]).norm() / hidden["fp32"].norm()
+    assert rel < 0.02, rel
+    assert _metrics(fit(cfgs["bf16"], tmp_path / "bf16").run_dir)["test"]["hr@10"] > 0.9
+
+
 @pytest.mark.parametrize("section, key, value, message", [
     ("train", "length_groups", 0, "train.length_groups must be >= 1"),
     ("model", "dropout_sampler", "gauss", "model.dropout_sampler must be one of"),
+    ("train", "encoder_precision", "fp16", "train.encoder_precision must be fp32 or bf16"),
 ])
 def test_fast_path_options_are_checked(log, tmp_path, section, key, value, message):
     with pytest.raises(ConfigError, match=message):
