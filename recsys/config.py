@@ -138,12 +138,13 @@ class TrainConfig:
     next-action loss and ``purchase_horizon`` > 0 adds a head that predicts a
     ``purchase_event`` within the next k events, weighted by ``purchase_loss_weight``.
     ``logit_precision``: ``bf16`` runs the (positions x catalogue) products of the ``ce``
-    and ``ce_chunked`` losses on bf16 inputs (fp32 accumulation, bf16-rounded products) and an fp32 softmax;
-    ``fp32`` is exact. ``encoder_precision``: ``bf16`` runs the encoder's training forward
-    (and so its backward) under bf16 autocast: matrix products on bf16 inputs, the rest as
-    autocast's rules keep it; validation, test and serving stay fp32. ``length_groups`` > 1 runs each training batch through the encoder in
-    that many groups of rows of similar length, each trimmed to its longest row: the same
-    model and loss with less compute spent on padding (see
+    and ``ce_chunked`` losses on bf16 inputs (fp32 accumulation, bf16-rounded products) and
+    an fp32 softmax; ``fp32`` is exact. ``encoder_precision``: ``bf16`` runs the encoder's
+    training forward (and so its backward) under bf16 autocast (see
+    ``SeqRecModule._training_autocast``); validation, test and serving stay fp32.
+    ``length_groups`` > 1 runs each training batch through the encoder in that many groups
+    of rows of similar length, each trimmed to its longest row: the same model and loss
+    with less compute spent on padding (see
     ``recsys.nn.encoder.SASRecEncoder.grouped_forward``); 1 runs the padded batch whole.
 
     ``accelerator`` (``ACCELERATORS``), ``devices`` (processes per node, one per device) and

@@ -14,7 +14,6 @@ averages is the gradient of the one-process loss.
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -255,9 +254,11 @@ class SeqRecModule(RankingModule):
         return loss
 
     def _training_autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast around the training forward of the encoder (``encoder_precision``):
-        its matrix products on bf16 inputs, the residual stream, the softmax of the attention
-        weights and the layer norms left to autocast's fp32 rules. Evaluation always runs fp32."""
+        """bf16 autocast around the training forward of the encoder (``encoder_precision``).
+        On CPU, autocast runs the linear layers and the attention products in bf16; what
+        follows them in a branch (attention softmax, GELU, dropout) then works on their bf16
+        outputs, while the residual stream stays fp32 (adding a bf16 branch to it promotes),
+        and so do the layer norms that read it. Evaluation always runs fp32."""
         if self.encoder_precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
