@@ -67,6 +67,7 @@ from recsys.config import ExperimentConfig  # noqa: E402
 from recsys.eval.metrics import summarise  # noqa: E402
 from recsys.nn.encoder import group_by_length  # noqa: E402
 from recsys.training.build import build_datamodule, build_module  # noqa: E402
+from recsys.training.provenance import git_commit  # noqa: E402
 
 ISSUE_SETTINGS = [  # issue 6: "max length 200, 2 blocks, hidden size 64, 1 head, dropout 0.2, batch 128, Adam lr 1e-3"
     "model.max_len=200", "model.n_blocks=2", "model.dim=64", "model.n_heads=1", "model.dropout=0.2",
@@ -328,11 +329,15 @@ def run_library(lib: str, command: list[str], folder: Path, args, budget: float)
     With ``--reuse-records`` a record (and its ranks) that an earlier run left in the folder is
     read instead, marked ``reused_from`` with the time it was written, but only if that run's
     command (``LIB.command.json``, written beside the record after a successful run) is this
-    one's: a record made with other settings, or by a harness too old to say, is run again."""
+    one's: a record made with other settings, or by a harness too old to say, is run again.
+    Ours' command also names the recsys commit it ran, so a record of other recsys code is
+    run again too, and one from a checkout with local changes is never reused."""
     out, log = folder / f"{lib}.json", folder / f"{lib}.log"
     ranks_path, stamp = out.with_suffix(".ranks.npy"), folder / f"{lib}.command.json"
-    wanted = json.dumps(command[1:])  # the interpreter's path aside: the runner and every argument
-    if args.reuse_records and out.exists() and ranks_path.exists():
+    # the interpreter's path aside: the runner and every argument (+ the code, for ours)
+    wanted = json.dumps(command[1:] + ([f"recsys@{git_commit()}"] if lib == "ours" else []))
+    reusable = lib != "ours" or not wanted.endswith(('-dirty"]', '@None"]'))
+    if args.reuse_records and reusable and out.exists() and ranks_path.exists():
         if stamp.exists() and stamp.read_text(encoding="utf-8") == wanted:
             written = dt.datetime.fromtimestamp(out.stat().st_mtime, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
             print(f"   {lib}: reusing {out} (written {written})", flush=True)

@@ -138,8 +138,9 @@ class TrainConfig:
     next-action loss and ``purchase_horizon`` > 0 adds a head that predicts a
     ``purchase_event`` within the next k events, weighted by ``purchase_loss_weight``.
     ``logit_precision``: ``bf16`` runs the (positions x catalogue) products of the ``ce``
-    and ``ce_chunked`` losses on bf16 inputs (fp32 accumulation, bf16-rounded products) and
-    an fp32 softmax; ``fp32`` is exact. ``encoder_precision``: ``bf16`` runs the encoder's
+    and ``ce_chunked`` losses on bf16 inputs (fp32 accumulation, bf16-rounded products);
+    ``ce`` then takes an fp32 softmax, ``ce_chunked`` torch's fused one, computed in fp32
+    and rounded to bf16 (see ``recsys.nn.losses._ChunkedSoftmaxCE``); ``fp32`` is exact. ``encoder_precision``: ``bf16`` runs the encoder's
     training forward (and so its backward) under bf16 autocast (see
     ``SeqRecModule._training_autocast``); validation, test and serving stay fp32.
     ``length_groups`` > 1 runs each training batch through the encoder in that many groups
@@ -151,7 +152,9 @@ class TrainConfig:
     ``num_nodes`` go to the Lightning Trainer; more than one process in all trains with DDP
     (gloo on CPU, NCCL on GPU). ``batch_size`` stays the global batch: each process takes a
     slice of it, so the gradient is the one-process gradient (README, "Multi-process ...").
-    ``num_threads`` is per process.
+    ``num_threads`` is per process. ``retain_memory`` keeps memory that training frees in
+    the process (glibc's malloc; see ``recsys.training.allocator``), so steps reuse pages
+    rather than fault fresh ones in; like ``num_threads``, it changes speed, not results.
     """
 
     loss: str = "ce"
@@ -182,6 +185,7 @@ class TrainConfig:
     purchase_loss_weight: float = 0.5
     length_groups: int = 1
     encoder_precision: str = "fp32"
+    retain_memory: bool = True
 
 
 @dataclass(frozen=True)

@@ -124,14 +124,18 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
     total with weight 1, so runs made with it repeat exactly.
 
     ``mm_dtype=torch.bfloat16`` runs the three products on bf16 inputs, as ``_SoftmaxCE``
-    does (each logit rounded to bf16, then widened; the softmax in fp32; each chunk's
-    gradient products rounded to bf16, then summed in fp32). Casting a chunk that is still
-    in cache costs little, unlike casting the whole (N, V) matrix, so here bf16 pays: on
-    the issue-6 step the loss takes about a third of the fp32 time (the K = 64 logit
-    product runs about 4x faster in bf16 on AVX512-BF16). That path also takes one
-    exponential pass per chunk instead of two (``exp(g - m) / sum`` rather than
-    ``logsumexp`` then ``exp(g - lse)``); the fp32 path keeps the two so that its
-    trajectories stay bit for bit.
+    does (each logit rounded to bf16; each chunk's gradient products on bf16 inputs, summed
+    in fp32). Casting a chunk that is still in cache costs little, unlike casting the whole
+    (N, V) matrix, so here bf16 pays: the K = 64 logit product runs about 4x faster in bf16
+    on AVX512-BF16. The softmax is torch's own over the bf16 logits, which computes in fp32
+    and rounds each probability to bf16 once: one fused pass per chunk, against six
+    element-wise passes (widen, max, exp, sum, scale, narrow) written out in fp32.
+    ``softmax - onehot`` is formed in bf16, its target entry as minus the sum of the other
+    probabilities (``p_t - 1`` would cancel when ``p_t`` is near 1), and the mean's 1 / N
+    scales the products' fp32 outputs. Each row's loss is ``-log p_t`` from the bf16
+    probability (``-log1p(-rest)`` above 1/2), so within 2^-8 of the exact value; that
+    touches only the logged loss, not the gradient. A probability that underflows to 0
+    gets the exact log-sum-exp instead.
     """
 
     @staticmethod
@@ -164,24 +168,36 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
                                mm_dtype: torch.dtype) -> torch.Tensor:
         n = h.shape[0]
         h_lo, w_lo = h.to(mm_dtype), w.to(mm_dtype)  # (N, D), (V, D): cast once, small
-        loss_rows = torch.empty(n, dtype=h.dtype, device=h.device)  # lse - target logit
+        loss_rows = torch.empty(n, dtype=h.dtype, device=h.device)  # -log softmax at the target
         with_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         grad_h = torch.empty_like(h) if with_grad else None
         grad_w = torch.zeros_like(w) if with_grad else None
         for i in range(0, n, chunk):
             rows, tc = slice(i, i + chunk), t[i : i + chunk]
-            g = (h_lo[rows] @ w_lo.T).to(h.dtype)  # (chunk, V), bf16-rounded logits in fp32
+            g = h_lo[rows] @ w_lo.T  # (chunk, V) logits, rounded to mm_dtype
             at = torch.arange(g.shape[0], device=g.device)
-            m = g.amax(dim=1, keepdim=True)
-            target_logit = g[at, tc]
-            s = g.sub_(m).exp_().sum(dim=1, keepdim=True)  # g = exp(logit - max)
-            loss_rows[rows] = (m + s.log()).squeeze(1) - target_logit
+            # torch's softmax over a low-precision row works in fp32 and rounds once, at the
+            # end: one fused pass, where widening, max, exp, sum, scaling and narrowing are
+            # six. The probabilities come out in mm_dtype, ready for the gradient products.
+            p = torch.softmax(g, dim=1)
+            p_t = p[at, tc].to(h.dtype)
+            # 1 - p_t as the sum of the other probabilities (accumulated in fp32, then
+            # rounded): no cancellation when p_t is near 1, so the target's gradient keeps
+            # bf16's relative precision
+            p[at, tc] = 0.0
+            rest = p.sum(dim=1).to(h.dtype)
+            loss_c = torch.where(p_t < 0.5, p_t.log().neg(), rest.neg().log1p_().neg_())
+            lost = p_t == 0  # underflowed (a logit gap beyond ~90): the exact value instead
+            if lost.any():
+                g_lost = g[lost].to(h.dtype)
+                loss_c[lost] = torch.logsumexp(g_lost, dim=1) - g_lost.gather(1, tc[lost, None]).squeeze(1)
+            loss_rows[rows] = loss_c
             if with_grad:
-                g.mul_(s.reciprocal_().div_(n))  # softmax / n
-                g[at, tc] -= 1.0 / n
-                g_lo = g.to(mm_dtype)
-                grad_h[rows] = g_lo @ w_lo
-                grad_w += g_lo.T @ h_lo[rows]
+                p[at, tc] = rest.neg().to(mm_dtype)  # softmax - onehot; the 1 / n after the products
+                grad_h[rows] = (p @ w_lo).div_(n)
+                grad_w += p.T @ h_lo[rows]
+        if with_grad:
+            grad_w.div_(n)
         ctx.save_for_backward(grad_h, grad_w)
         return loss_rows.mean()
 

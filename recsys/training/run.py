@@ -36,6 +36,7 @@ from recsys.data.datamodule import SeqDataModule
 from recsys.data.sequences import EventVocab
 from recsys.data.vocab import Vocab
 from recsys.errors import ArtifactError, ConfigError
+from recsys.training.allocator import retain_freed_memory
 from recsys.training.build import action_report, build_datamodule, build_module, is_baseline
 from recsys.training.callbacks import AtomicLastCheckpoint, EpochSeed
 from recsys.training.module import RankingModule
@@ -230,6 +231,8 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
     started, cpu_started = time.perf_counter(), time.process_time()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     _set_threads(cfg)
+    if cfg.train.retain_memory:
+        retain_freed_memory()
     if resume:
         dm = _datamodule_for_run(cfg, partial)
     else:

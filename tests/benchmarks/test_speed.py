@@ -78,3 +78,21 @@ def test_a_record_is_reused_only_when_the_same_command_made_it(tmp_path):
     assert other["made_with"] == "b" and "reused_from" not in other  # other settings: run again
     (tmp_path / "fake.command.json").unlink()  # a record of a harness that did not say how it was made
     assert "reused_from" not in run("b")
+
+
+def test_ours_record_is_reused_only_from_the_same_clean_recsys_commit(tmp_path, monkeypatch):
+    import argparse
+
+    args = argparse.Namespace(reuse_records=True, threads=1)
+
+    def run(commit):
+        monkeypatch.setattr(speed, "git_commit", lambda: commit)
+        return speed.run_library("ours", [sys.executable, "-c", _RUNNER, commit or "none"], tmp_path, args, budget=1.0)
+
+    assert "reused_from" not in run("abc")
+    assert "reused_from" in run("abc")  # same code, same command
+    monkeypatch.setattr(speed, "git_commit", lambda: "def")
+    assert "reused_from" not in speed.run_library("ours", [sys.executable, "-c", _RUNNER, "abc"], tmp_path, args,
+                                                  budget=1.0)  # same command, other code: run again
+    assert "reused_from" not in run("abc-dirty")
+    assert "reused_from" not in run("abc-dirty")  # local changes: never read back
