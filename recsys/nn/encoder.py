@@ -154,16 +154,17 @@ class SASRecEncoder(nn.Module):
         stays in its batch and the loss still averages over the same positions, so this is
         the same objective; only the dropout masks are laid out differently, so a run's
         trajectory differs from the ungrouped one for the same seed."""
-        L = inputs.shape[1]
-        pieces = group_by_length(inputs, groups)
-        parts = []
-        for rows, w in pieces:
+        B, L = inputs.shape
+        out = None
+        for rows, w in group_by_length(inputs, groups):
             ev = None if events is None else events[rows, L - w :]
             h = self.forward(inputs[rows, L - w :], ev)  # (n, w, D)
-            parts.append(F.pad(h, (0, 0, L - w, 0)))  # (n, L, D), zeros on the left
-        h = torch.cat(parts)  # (B, L, D), rows in group order
-        h = h.index_select(0, torch.argsort(torch.cat([rows for rows, _ in pieces])))  # the batch's row order
-        return h * (inputs != PAD_ID).unsqueeze(-1)
+            if out is None:
+                out = h.new_zeros(B, L, h.shape[-1])
+            # written in place at the group's rows and last w columns: no padded copies,
+            # no concatenation, no reordering (in forward or backward)
+            out[rows, L - w :] = h
+        return out * (inputs != PAD_ID).unsqueeze(-1)
 
     def last_state(self, inputs: torch.Tensor, events: torch.Tensor | None = None) -> torch.Tensor:
         """(B, D): the newest position's output, ``forward(inputs, events)[:, -1]``, for less work.
