@@ -76,8 +76,8 @@ ISSUE_SETTINGS = [  # issue 6: "max length 200, 2 blocks, hidden size 64, 1 head
 # How ours runs the issue's settings: the same model, loss and batches, computed faster.
 # - train.loss=ce_chunked: the full softmax CE, its gradients formed block by block in the
 #   forward pass (recsys.nn.losses._ChunkedSoftmaxCE; 512 rows x V logits at a time);
-# - train.logit_precision=bf16: its three (positions x catalogue) products on bf16 inputs, the
-#   softmax in fp32; train.encoder_precision=bf16: the encoder's training forward under bf16
+# - train.logit_precision=bf16: its three (positions x catalogue) products on bf16 inputs and
+#   torch's fused softmax over each chunk (fp32 inside, bf16 out); train.encoder_precision=bf16: the encoder's training forward under bf16
 #   autocast (the issue's "bf16 autocast as a lever"; SPEED.md shows the fp32 fast path beside
 #   it);
 # - train.length_groups=4: each batch of 128 rows runs as 4 groups of similar length, each
@@ -335,8 +335,9 @@ def run_library(lib: str, command: list[str], folder: Path, args, budget: float)
     out, log = folder / f"{lib}.json", folder / f"{lib}.log"
     ranks_path, stamp = out.with_suffix(".ranks.npy"), folder / f"{lib}.command.json"
     # the interpreter's path aside: the runner and every argument (+ the code, for ours)
-    wanted = json.dumps(command[1:] + ([f"recsys@{git_commit()}"] if lib == "ours" else []))
-    reusable = lib != "ours" or not wanted.endswith(('-dirty"]', '@None"]'))
+    commit = git_commit() if lib == "ours" else None
+    wanted = json.dumps(command[1:] + ([f"recsys@{commit}"] if lib == "ours" else []))
+    reusable = lib != "ours" or (commit is not None and not commit.endswith("-dirty"))
     if args.reuse_records and reusable and out.exists() and ranks_path.exists():
         if stamp.exists() and stamp.read_text(encoding="utf-8") == wanted:
             written = dt.datetime.fromtimestamp(out.stat().st_mtime, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
