@@ -3,7 +3,9 @@ import torch
 import torch.nn.functional as F
 
 from recsys.config import DROPOUT_SAMPLERS as CONFIG_SAMPLERS
-from recsys.nn.layers import DROPOUT_SAMPLERS, Dropout, attend, dropout
+import numpy as np
+
+from recsys.nn.layers import DROPOUT_SAMPLERS, Dropout, attend, dropout, keep_mask, keep_multiplier
 
 
 def test_config_lists_the_dropout_samplers_the_layers_implement():
@@ -38,6 +40,32 @@ def test_uniform_dropout_gradient_is_the_mask_and_it_repeats_under_a_seed():
     assert torch.equal(x.grad, kept.float() / 0.75)
     torch.manual_seed(3)
     assert torch.equal(dropout(x, 0.25, True, "uniform"), y)
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 1001])
+def test_uniform_masks_are_numpys_16_bit_integers_read_as_signed(n):
+    """The "uniform" sampler's definition, kept by every version: seed = one torch draw,
+    u = numpy PCG64 ``integers(0, 2^16, n, uint16)``, keep where u as int16 < t - 2^15."""
+    keep = 0.8
+    torch.manual_seed(11)
+    mask = keep_mask((n,), keep, torch.device("cpu"))
+    torch.manual_seed(11)
+    seed = int(torch.randint(0, 2**62, ()))
+    u = np.random.default_rng(seed).integers(0, 2**16, size=n, dtype=np.uint16)
+    expected = u.view(np.int16) < round(keep * 2**16) - 2**15
+    assert torch.equal(mask, torch.from_numpy(expected))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("keep", [0.8, 0.7, 1 / 3])
+def test_keep_multiplier_is_the_mask_cast_and_scaled(dtype, keep):
+    torch.manual_seed(4)
+    m = keep_multiplier(torch.Size((5, 33, 7)), keep, dtype, torch.device("cpu"))
+    torch.manual_seed(4)
+    expected = keep_mask(torch.Size((5, 33, 7)), keep, torch.device("cpu")).to(dtype).mul_(1.0 / keep)
+    assert m.dtype == dtype and m.shape == (5, 33, 7)
+    assert torch.equal(m, expected)
+    assert set(m.unique().tolist()) == {0.0, torch.tensor(1.0 / keep, dtype=dtype).item()}
 
 
 def test_dropout_rejects_an_unknown_sampler():
