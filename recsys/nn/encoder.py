@@ -126,24 +126,31 @@ class SASRecEncoder(nn.Module):
         return self.item_emb.weight + self.attr_emb(self.attr_ids, self.attr_offsets)
 
     def forward(
-        self, inputs: torch.Tensor, events: torch.Tensor | None = None, length_groups: int = 1
+        self, inputs: torch.Tensor, events: torch.Tensor | None = None, length_groups: int = 1,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """inputs: (B, L) token ids; events: (B, L) action ids, needed iff ``n_events > 0``.
+        Returns (B, L, D); with ``positions`` ((B, L) bool), only those positions' outputs,
+        (N, D) in row-major order, as ``forward(...)[positions]`` (what a loss reads).
 
         ``length_groups`` > 1 runs the rows in that many groups of similar history length,
         each trimmed to its longest row (``grouped_forward``): the same outputs at every real
         position, with less work spent on padding."""
         if length_groups > 1 and inputs.shape[0] > 1:
-            return self.grouped_forward(inputs, events, length_groups)
+            return self.grouped_forward(inputs, events, length_groups, positions)
         x = self._embed(inputs, events)
         mask = self.attention_mask(inputs)
         for block in self.blocks:
             x = block(x, mask)
-        return self.ln_f(x)  # (B, L, D)
+        out = self.ln_f(x)  # (B, L, D)
+        return out if positions is None else out[positions]
 
-    def grouped_forward(self, inputs: torch.Tensor, events: torch.Tensor | None, groups: int) -> torch.Tensor:
+    def grouped_forward(
+        self, inputs: torch.Tensor, events: torch.Tensor | None, groups: int, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``forward`` over ``groups`` groups of rows of similar length, each trimmed to its
-        longest row; (B, L, D) with zeros at padding positions.
+        longest row; (B, L, D) with zeros at padding positions, or with ``positions`` the
+        (N, D) rows of those positions (zeros where one is padding).
 
         Rows are left-padded and positions count back from the end, and no real position
         attends to padding, so cutting a row's leading padding leaves its outputs unchanged
@@ -155,6 +162,8 @@ class SASRecEncoder(nn.Module):
         the same objective; only the dropout masks are laid out differently, so a run's
         trajectory differs from the ungrouped one for the same seed."""
         B, L = inputs.shape
+        if positions is not None:
+            return self._grouped_positions(inputs, events, groups, positions)
         out = None
         for rows, w in group_by_length(inputs, groups):
             ev = None if events is None else events[rows, L - w :]
@@ -165,6 +174,28 @@ class SASRecEncoder(nn.Module):
             # no concatenation, no reordering (in forward or backward)
             out[rows, L - w :] = h
         return out * (inputs != PAD_ID).unsqueeze(-1)
+
+    def _grouped_positions(
+        self, inputs: torch.Tensor, events: torch.Tensor | None, groups: int, positions: torch.Tensor
+    ) -> torch.Tensor:
+        """``grouped_forward(...)[positions]`` without the (B, L, D) tensor: each group's
+        selected real positions go straight to their rows of the (N, D) result. In a training
+        step that skips five passes over (B, L, D) floats each way (the zeroed output, its
+        padding mask, the selection) and their copies in backward."""
+        B, L = inputs.shape
+        n = int(positions.sum())
+        slot = torch.full((B, L), -1, dtype=torch.int64, device=inputs.device)
+        slot[positions] = torch.arange(n, device=inputs.device)  # each selected position's output row
+        selected = positions & (inputs != PAD_ID)  # padding positions stay zero, as in (B, L, D)
+        out = None
+        for rows, w in group_by_length(inputs, groups):
+            ev = None if events is None else events[rows, L - w :]
+            h = self.forward(inputs[rows, L - w :], ev)  # (n, w, D)
+            if out is None:
+                out = h.new_zeros(n, h.shape[-1])
+            here = selected[rows, L - w :]  # (n, w); a real position always lies in its group's window
+            out[slot[rows, L - w :][here]] = h[here]
+        return out
 
     def last_state(self, inputs: torch.Tensor, events: torch.Tensor | None = None) -> torch.Tensor:
         """(B, D): the newest position's output, ``forward(inputs, events)[:, -1]``, for less work.

@@ -94,11 +94,25 @@ def full_ce(
     The SASRec+ setting (Klenitskiy & Vasilev, RecSys 2023). Padding positions are
     dropped *before* the (N, V) logits are formed, so no work is spent on them.
     hidden: (B, L, D); item_weights: (n, D) for items 1..n; targets: (B, L), PAD = none.
+    Or positions already selected: hidden (N, D), targets (N,) (see ``kept_positions``).
     ``precision``: ``fp32``, or ``bf16`` for the logit matrix products (see _SoftmaxCE).
     """
-    keep = targets != PAD_ID  # (B, L)
-    h = hidden[keep]  # (N, D)
-    return _SoftmaxCE.apply(h, item_weights, targets[keep] - 1, _matmul_dtype(precision))
+    h, t = kept_positions(hidden, targets)
+    return _SoftmaxCE.apply(h, item_weights, t - 1, _matmul_dtype(precision))
+
+
+def kept_positions(hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hidden states (N, D) and targets (N,) of the positions that have a target.
+
+    From (B, L, D) and (B, L): those where the target is not PAD. Positions already
+    selected, (N, D) and (N,) without a PAD (as ``SASRecEncoder.forward(..., positions=)``
+    gives them), pass through uncopied; with a PAD, its rows are dropped."""
+    if hidden.ndim != targets.ndim + 1 or hidden.shape[:-1] != targets.shape:
+        raise ValueError(f"hidden {tuple(hidden.shape)} does not match targets {tuple(targets.shape)}")
+    keep = targets != PAD_ID
+    if targets.ndim == 1 and bool(keep.all()):
+        return hidden, targets
+    return hidden[keep], targets[keep]
 
 
 def full_ce_reference(hidden: torch.Tensor, item_weights: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -132,10 +146,13 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
     element-wise passes (widen, max, exp, sum, scale, narrow) written out in fp32.
     ``softmax - onehot`` is formed in bf16, its target entry as minus the sum of the other
     probabilities (``p_t - 1`` would cancel when ``p_t`` is near 1), and the mean's 1 / N
-    scales the products' fp32 outputs. Each row's loss is ``-log p_t`` from the bf16
-    probability (``-log1p(-rest)`` above 1/2), so within 2^-8 of the exact value; that
-    touches only the logged loss, not the gradient. A probability that underflows to 0
-    gets the exact log-sum-exp instead.
+    scales the products, not the probabilities: each chunk's (bf16) share of the hidden
+    states' gradient, and the weights' gradient once its chunks are summed in fp32. The
+    logits, probabilities and gradient of every chunk share one buffer (the softmax runs in
+    place), which stays in cache. Each row's loss is ``-log p_t`` from the bf16 probability
+    (``-log1p(-rest)`` above 1/2), so within 2^-8 of the exact value; that touches only the
+    logged loss, not the gradient. A probability that underflows to 0 gets the exact
+    log-sum-exp instead, from its logits formed again.
     """
 
     @staticmethod
@@ -172,14 +189,21 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         with_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         grad_h = torch.empty_like(h) if with_grad else None
         grad_w = torch.zeros_like(w) if with_grad else None
+        # One buffer serves every chunk's logits, then (in place) its probabilities, then its
+        # gradient: it stays in cache from one product to the next, where a fresh tensor per
+        # step would be written to memory and read back.
+        buf = h_lo.new_empty(min(chunk, n), w.shape[0])
+        gw = h_lo.new_empty(w.shape) if with_grad else None
         for i in range(0, n, chunk):
             rows, tc = slice(i, i + chunk), t[i : i + chunk]
-            g = h_lo[rows] @ w_lo.T  # (chunk, V) logits, rounded to mm_dtype
-            at = torch.arange(g.shape[0], device=g.device)
+            p = buf[: tc.shape[0]]
+            torch.mm(h_lo[rows], w_lo.T, out=p)  # (chunk, V) logits, rounded to mm_dtype
+            at = torch.arange(p.shape[0], device=p.device)
             # torch's softmax over a low-precision row works in fp32 and rounds once, at the
             # end: one fused pass, where widening, max, exp, sum, scaling and narrowing are
-            # six. The probabilities come out in mm_dtype, ready for the gradient products.
-            p = torch.softmax(g, dim=1)
+            # six. The probabilities come out in mm_dtype, ready for the gradient products,
+            # written over the logits (each row is read before it is written).
+            torch.ops.aten._softmax.out(p, 1, False, out=p)
             p_t = p[at, tc].to(h.dtype)
             # 1 - p_t as the sum of the other probabilities (accumulated in fp32, then
             # rounded): no cancellation when p_t is near 1, so the target's gradient keeps
@@ -188,14 +212,14 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
             rest = p.sum(dim=1).to(h.dtype)
             loss_c = torch.where(p_t < 0.5, p_t.log().neg(), rest.neg().log1p_().neg_())
             lost = p_t == 0  # underflowed (a logit gap beyond ~90): the exact value instead
-            if lost.any():
-                g_lost = g[lost].to(h.dtype)
+            if lost.any():  # rare: their logits again, from the same rounded inputs
+                g_lost = (h_lo[rows][lost] @ w_lo.T).to(h.dtype)
                 loss_c[lost] = torch.logsumexp(g_lost, dim=1) - g_lost.gather(1, tc[lost, None]).squeeze(1)
             loss_rows[rows] = loss_c
             if with_grad:
                 p[at, tc] = rest.neg().to(mm_dtype)  # softmax - onehot; the 1 / n after the products
                 grad_h[rows] = (p @ w_lo).div_(n)
-                grad_w += p.T @ h_lo[rows]
+                grad_w += torch.mm(p.T, h_lo[rows], out=gw)
         if with_grad:
             grad_w.div_(n)
         ctx.save_for_backward(grad_h, grad_w)
@@ -219,9 +243,8 @@ def chunked_ce(
     ``fp32``, or ``bf16`` for the logit products (see ``_ChunkedSoftmaxCE``)."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    keep = targets != PAD_ID
-    return _ChunkedSoftmaxCE.apply(hidden[keep], item_weights, targets[keep] - 1, chunk_size,
-                                   _matmul_dtype(precision))
+    h, t = kept_positions(hidden, targets)
+    return _ChunkedSoftmaxCE.apply(h, item_weights, t - 1, chunk_size, _matmul_dtype(precision))
 
 
 def _pos_neg_scores(

@@ -233,10 +233,16 @@ class SeqRecModule(RankingModule):
             # every parameter keeps DDP's gradient sync in step and adds nothing to the sum.
             return sum(p.sum() for p in self.parameters()) * 0.0
         # Logged values are this process's means; the returned loss is weighted by its share.
+        targets, positions = batch["targets"], None
+        if self.heads is None and self.loss_spec.negatives == NEGATIVES_NONE:
+            # a full-softmax loss reads only the positions with a target: the encoder hands
+            # over just those, (N, D), and never builds the (B, L, D) tensor
+            positions = targets != PAD_ID
+            targets = targets[positions]  # (N,)
         with self._training_autocast():
-            hidden = self.encoder(batch["inputs"], batch.get("events"), self.length_groups)  # (B, L, D)
+            hidden = self.encoder(batch["inputs"], batch.get("events"), self.length_groups, positions)
         hidden = hidden.float()  # the losses and heads take fp32 (a no-op without autocast)
-        item = self._item_loss(hidden, batch["targets"])
+        item = self._item_loss(hidden, targets)
         logged, loss = item, item_share * item
         if self.heads is not None:
             self.log("train/item_loss", item, on_step=False, on_epoch=True, batch_size=B)

@@ -218,6 +218,34 @@ def test_length_groups_give_the_same_loss_gradient():
         assert torch.allclose(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-4), name
 
 
+@pytest.mark.parametrize("groups", [1, 3])
+def test_positions_give_exactly_the_selected_rows_and_their_gradients(groups):
+    """``positions=`` hands over ``forward(...)[positions]`` (row-major, zeros where a selected
+    position is padding) without the (B, L, D) tensor; the values and every gradient are the
+    same, bit for bit."""
+    x = _ragged_batch()
+    positions = x != 0
+    positions[0, :3] = False  # a real position left out
+    positions[1, 0] = True  # a padding position selected
+    results = []
+    for packed in (False, True):
+        enc = _encoder()
+        enc.train()  # dropout is 0: training mode, deterministic
+        if packed:
+            h = enc(x, length_groups=groups, positions=positions)
+        else:
+            h = enc(x, length_groups=groups)[positions]
+        (h**2 * torch.arange(1, h.shape[0] + 1)[:, None]).sum().backward()
+        results.append((h.detach(), {n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None}))
+    (h0, g0), (h1, g1) = results
+    assert h1.shape == (int(positions.sum()), 16)
+    assert torch.equal(h1, h0)
+    assert g0.keys() == g1.keys()
+    assert all(torch.equal(g0[n], g1[n]) for n in g0)
+    if groups > 1:
+        assert torch.equal(h1[int(positions[0].sum())], torch.zeros(16))  # row 1's padding position
+
+
 def test_dropout_sampler_is_used_everywhere_and_keeps_the_state_dict():
     plain, fast = _encoder(), _encoder(dropout_sampler="uniform")
     assert plain.state_dict().keys() == fast.state_dict().keys()

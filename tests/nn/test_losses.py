@@ -12,6 +12,7 @@ from recsys.nn.losses import (
     full_ce,
     gbce,
     gbce_beta,
+    kept_positions,
     prior_logit_offset,
     purchase_bce,
     sampled_softmax,
@@ -154,7 +155,42 @@ def test_chunked_ce_without_gradients_gives_the_loss_alone():
     assert torch.allclose(loss, full_ce(hidden, weights, targets))
 
 
-def test_chunked_ce_bounds_the_logit_block():
+@pytest.mark.parametrize("loss", ["ce", "ce_chunked"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_full_softmax_losses_take_positions_already_selected(loss, precision):
+    """(N, D) hidden states with (N,) targets, as the training step hands them over, give
+    the same loss and gradients as the (B, L, D) form they were selected from."""
+    torch.manual_seed(6)
+    hidden = torch.randn(3, 7, 8)
+    weights = torch.randn(30, 8, requires_grad=True)
+    targets = torch.randint(1, 31, (3, 7))
+    targets[0, :4] = 0
+    keep = targets != 0
+    out = []
+    for h, t in ((hidden, targets), (hidden[keep], targets[keep])):
+        h = h.clone().requires_grad_()
+        weights.grad = None
+        value = LOSSES[loss].fn(h, weights, t, precision=precision)
+        value.backward()
+        out.append((value.detach(), h.grad[keep] if h.ndim == 3 else h.grad, weights.grad.clone()))
+    for a, b in zip(*out):
+        assert torch.equal(a, b)
+
+
+def test_kept_positions_selects_passes_through_and_checks_shapes():
+    hidden, targets = torch.randn(2, 3, 4), torch.tensor([[0, 5, 6], [7, 0, 8]])
+    h, t = kept_positions(hidden, targets)
+    assert torch.equal(t, torch.tensor([5, 6, 7, 8])) and torch.equal(h, hidden[targets != 0])
+    h2, t2 = kept_positions(h, t)
+    assert h2 is h and t2 is t  # already selected: no copy
+    h3, t3 = kept_positions(h, torch.tensor([5, 0, 7, 8]))  # a PAD among them is still dropped
+    assert torch.equal(t3, torch.tensor([5, 7, 8])) and torch.equal(h3, h[[0, 2, 3]])
+    with pytest.raises(ValueError, match="does not match targets"):
+        kept_positions(hidden, t)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_chunked_ce_bounds_the_logit_block(precision):
     """No (rows x V) block larger than chunk_size x V is materialised: checked by
     recording every matmul output the loss allocates."""
     torch.manual_seed(3)
@@ -172,7 +208,7 @@ def test_chunked_ce_bounds_the_logit_block():
             return out
 
     with Record():
-        chunked_ce(hidden, weights, targets, chunk_size=16).backward()
+        chunked_ce(hidden, weights, targets, chunk_size=16, precision=precision).backward()
     assert seen and max(seen) <= 16
 
 
