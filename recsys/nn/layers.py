@@ -111,8 +111,17 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.T
     is the kernel it runs on CPU when dropout is on. ``attn_mask``: True where allowed."""
     if not explicit and (p == 0.0 or sampler == "bernoulli"):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
-    scores = (q @ k.transpose(-2, -1)).mul_(1.0 / math.sqrt(q.shape[-1]))  # (B, H, Q, L)
-    weights = scores.masked_fill_(~attn_mask, float("-inf")).softmax(dim=-1)
+    B, H, Q, Dh = q.shape
+    L = k.shape[2]
+    # The mask as an additive bias (0 where allowed, -inf elsewhere) that the scores' product
+    # adds as it scales: one batched product, where scaling and masking were two more passes
+    # over the (B, H, Q, L) scores in forward and two in backward. With a power-of-two
+    # scale (Dh = 4, 16, 64, ...) the scores are the same bits as scaling after the product.
+    zero = torch.zeros((), dtype=q.dtype, device=q.device)
+    bias = torch.where(attn_mask, zero, torch.full_like(zero, float("-inf"))).expand(B, H, Q, L)
+    scores = torch.baddbmm(bias.reshape(B * H, Q, L), q.reshape(B * H, Q, Dh),
+                           k.reshape(B * H, L, Dh).transpose(1, 2), alpha=1.0 / math.sqrt(Dh))
+    weights = scores.softmax(dim=-1).view(B, H, Q, L)
     return dropout(weights, p, True, sampler) @ v
 
 

@@ -86,6 +86,23 @@ def test_written_out_attention_equals_torchs_kernel_without_dropout():
     assert torch.allclose(attend(q, k, v, mask, 0.0, explicit=True), expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("dh", [4, 16, 6])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_written_out_attention_is_the_scaled_masked_softmax(dh, dtype):
+    """The scores come out of one product that scales and adds the mask as a bias: the same
+    bits as scaling and masking after the product when 1 / sqrt(Dh) is a power of two."""
+    q, k, v, mask = _qkv_mask(H=1, Dh=dh)
+    q, k, v = (t.to(dtype) for t in (q, k, v))
+    scores = (q @ k.transpose(-2, -1)).mul_(1.0 / dh**0.5).masked_fill_(~mask, float("-inf"))
+    expected = scores.softmax(dim=-1) @ v
+    got = attend(q, k, v, mask, 0.0, explicit=True)
+    assert got.dtype == dtype
+    if dh in (4, 16):
+        assert torch.equal(got, expected)
+    else:
+        assert torch.allclose(got.float(), expected.float(), atol=1e-2 if dtype == torch.bfloat16 else 1e-6)
+
+
 def test_written_out_attention_drops_weights_unbiasedly():
     """Averaged over many draws, dropout on the weights leaves the expected output unchanged."""
     q, k, v, mask = _qkv_mask()
