@@ -68,6 +68,7 @@ from recsys.eval.metrics import summarise  # noqa: E402
 from recsys.nn.encoder import group_by_length  # noqa: E402
 from recsys.training.build import build_datamodule, build_module  # noqa: E402
 from recsys.training.provenance import git_commit  # noqa: E402
+from recsys.types import PAD_ID  # noqa: E402
 
 ISSUE_SETTINGS = [  # issue 6: "max length 200, 2 blocks, hidden size 64, 1 head, dropout 0.2, batch 128, Adam lr 1e-3"
     "model.max_len=200", "model.n_blocks=2", "model.dim=64", "model.n_heads=1", "model.dropout=0.2",
@@ -195,9 +196,12 @@ def section_step(args, n_batches: int = 12) -> dict:
         times, flops = [], 0
         for i, batch in enumerate(batches):
             t0 = time.perf_counter()
-            with module._training_autocast():  # as training_step: bf16 autocast if train.encoder_precision=bf16
-                hidden = module.encoder(batch["inputs"], None, module.length_groups)
-            loss = module._item_loss(hidden.float(), batch["targets"])
+            # as training_step does for a full-softmax loss: the encoder hands over only the
+            # positions with a target, under bf16 autocast if train.encoder_precision=bf16
+            positions = batch["targets"] != PAD_ID
+            with module._training_autocast():
+                hidden = module.encoder(batch["inputs"], None, module.length_groups, positions)
+            loss = module._item_loss(hidden.float(), batch["targets"][positions])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
