@@ -185,7 +185,6 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
                                mm_dtype: torch.dtype) -> torch.Tensor:
         n = h.shape[0]
         h_lo, w_lo = h.to(mm_dtype), w.to(mm_dtype)  # (N, D), (V, D): cast once, small
-        loss_rows = torch.empty(n, dtype=h.dtype, device=h.device)  # -log softmax at the target
         with_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         grad_h = torch.empty_like(h) if with_grad else None
         grad_w = torch.zeros_like(w) if with_grad else None
@@ -194,34 +193,37 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         # step would be written to memory and read back.
         buf = h_lo.new_empty(min(chunk, n), w.shape[0])
         gw = h_lo.new_empty(w.shape) if with_grad else None
+        p_t = h_lo.new_empty(n)  # each row's target probability, as rounded
+        rest = h_lo.new_empty(n)  # and the sum of its other probabilities
+        arange = torch.arange(buf.shape[0], device=h.device)
         for i in range(0, n, chunk):
             rows, tc = slice(i, i + chunk), t[i : i + chunk]
-            p = buf[: tc.shape[0]]
+            p, at = buf[: tc.shape[0]], arange[: tc.shape[0]]
             torch.mm(h_lo[rows], w_lo.T, out=p)  # (chunk, V) logits, rounded to mm_dtype
-            at = torch.arange(p.shape[0], device=p.device)
             # torch's softmax over a low-precision row works in fp32 and rounds once, at the
             # end: one fused pass, where widening, max, exp, sum, scaling and narrowing are
             # six. The probabilities come out in mm_dtype, ready for the gradient products,
             # written over the logits (each row is read before it is written).
             torch.ops.aten._softmax.out(p, 1, False, out=p)
-            p_t = p[at, tc].to(h.dtype)
+            p_t[rows] = p[at, tc]
             # 1 - p_t as the sum of the other probabilities (accumulated in fp32, then
             # rounded): no cancellation when p_t is near 1, so the target's gradient keeps
             # bf16's relative precision
             p[at, tc] = 0.0
-            rest = p.sum(dim=1).to(h.dtype)
-            loss_c = torch.where(p_t < 0.5, p_t.log().neg(), rest.neg().log1p_().neg_())
-            lost = p_t == 0  # underflowed (a logit gap beyond ~90): the exact value instead
-            if lost.any():  # rare: their logits again, from the same rounded inputs
-                g_lost = (h_lo[rows][lost] @ w_lo.T).to(h.dtype)
-                loss_c[lost] = torch.logsumexp(g_lost, dim=1) - g_lost.gather(1, tc[lost, None]).squeeze(1)
-            loss_rows[rows] = loss_c
+            torch.sum(p, dim=1, out=rest[rows])
             if with_grad:
-                p[at, tc] = rest.neg().to(mm_dtype)  # softmax - onehot; the 1 / n after the products
+                p[at, tc] = rest[rows].neg()  # softmax - onehot; the 1 / n after the products
                 grad_h[rows] = (p @ w_lo).div_(n)
                 grad_w += torch.mm(p.T, h_lo[rows], out=gw)
         if with_grad:
             grad_w.div_(n)
+        # each row's loss, all rows at once: -log p_t, or -log(1 - rest) above 1/2
+        p_t, rest = p_t.to(h.dtype), rest.to(h.dtype)
+        loss_rows = torch.where(p_t < 0.5, p_t.log().neg(), rest.neg().log1p_().neg_())
+        lost = p_t == 0  # underflowed (a logit gap beyond ~90): the exact value instead
+        if lost.any():  # rare: their logits again, from the same rounded inputs
+            g_lost = (h_lo[lost] @ w_lo.T).to(h.dtype)
+            loss_rows[lost] = torch.logsumexp(g_lost, dim=1) - g_lost.gather(1, t[lost, None]).squeeze(1)
         ctx.save_for_backward(grad_h, grad_w)
         return loss_rows.mean()
 
