@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -68,12 +69,18 @@ def keep_multiplier(shape: torch.Size, keep: float, dtype: torch.dtype, device: 
     threshold = round(keep * _U16)
     if device.type != "cpu" or bits is None or threshold >= _U16:
         return keep_mask(shape, keep, device).to(dtype).mul_(1.0 / keep)
-    np_int, torch_int = bits
-    scale = torch.ones((), dtype=dtype).mul_(1.0 / keep)  # rounded to dtype as torch's mul_ does
-    pattern = np_int(scale.view(torch_int).item())  # a positive float's bits: a positive integer
+    pattern = _scale_bits(keep, dtype)
     kept = _uniform_keep(math.prod(shape), threshold)
-    m = np.multiply(kept, pattern, dtype=np_int)  # the pattern where kept, else 0 (+0.0's bits)
+    m = np.multiply(kept, pattern, dtype=bits[0])  # the pattern where kept, else 0 (+0.0's bits)
     return torch.from_numpy(m).view(dtype).view(shape)
+
+
+@functools.lru_cache(maxsize=64)
+def _scale_bits(keep: float, dtype: torch.dtype) -> np.integer:
+    """The bits of ``1 / keep`` rounded to ``dtype`` as torch's ``mul_`` rounds it, as the
+    numpy integer of ``_BITS[dtype]`` (a positive float's bits: a positive integer)."""
+    np_int, torch_int = _BITS[dtype]
+    return np_int(torch.ones((), dtype=dtype).mul_(1.0 / keep).view(torch_int).item())
 
 
 def dropout(x: torch.Tensor, p: float, training: bool, sampler: str = "bernoulli") -> torch.Tensor:
