@@ -101,9 +101,9 @@ class ModelConfig:
     input item table (SASRec, BERT4Rec); off, a separate output table (the default of
     gSASRec's reference code), so the losses' push on output rows leaves the inputs alone.
     ``dropout_sampler`` (``DROPOUT_SAMPLERS``): where dropout's draws come from, ``bernoulli``
-    (torch's dropout) or ``uniform`` (a uniform 16-bit integer ``< (1 - p) 2^16``: the same
-    distribution to 2^-16, several times faster on CPU; other draws, so another trajectory
-    for the same seed; see ``recsys.nn.layers.keep_mask``).
+    (torch's dropout) or ``uniform`` (keep for ``(1 - p) 2^16`` of the 2^16 values of a
+    uniform 16-bit integer: the same distribution to 2^-16, several times faster on CPU;
+    other draws, so another trajectory for the same seed; see ``recsys.nn.layers.keep_mask``).
     """
 
     name: str = "sasrec"
