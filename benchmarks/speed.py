@@ -483,7 +483,7 @@ def merge_docs(docs: list[dict]) -> dict:
     for doc in docs:
         for name, result in doc["results"].items():
             merged["results"][name] = result
-            merged["measured"][name] = {k: doc[k] for k in ("started", "wall_s", "load_before", "load_after")}
+            merged["measured"][name] = {k: doc.get(k) for k in ("started", "commit", "wall_s", "load_before", "load_after")}
     order = ["gemm", "step", "epoch", "eval", "peers"]
     merged["results"] = {k: merged["results"][k] for k in order if k in merged["results"]}
     return merged
@@ -508,13 +508,19 @@ def regenerate_command(doc: dict) -> str:
     return " ".join(parts)
 
 
+def _at(commit: str | None) -> str:
+    """`` at recsys COMMIT`` (12 characters) for a run that recorded its commit; runs made
+    before the harness recorded one say nothing."""
+    return f" at recsys {commit[:12]}{'-dirty' if commit.endswith('-dirty') else ''}" if commit else ""
+
+
 def written_by(doc: dict) -> str:
     """When and under what load the sections were measured (each section's own run if merged)."""
     if "measured" not in doc:
-        return (f"Written by `benchmarks/speed.py` on {doc['started']}, {doc['wall_s']:.0f} s wall, {doc['threads']} "
-                f"threads; load average before -> after: {doc['load_before']} -> {doc['load_after']}.")
-    runs = "; ".join(f"{name} on {m['started']} (a run of {m['wall_s']:.0f} s wall, load average {m['load_before']} "
-                     f"-> {m['load_after']})" for name, m in doc["measured"].items())
+        return (f"Written by `benchmarks/speed.py` on {doc['started']}{_at(doc.get('commit'))}, {doc['wall_s']:.0f} s "
+                f"wall, {doc['threads']} threads; load average before -> after: {doc['load_before']} -> {doc['load_after']}.")
+    runs = "; ".join(f"{name} on {m['started']}{_at(m.get('commit'))} (a run of {m['wall_s']:.0f} s wall, load average "
+                     f"{m['load_before']} -> {m['load_after']})" for name, m in doc["measured"].items())
     return f"Written by `benchmarks/speed.py --render` from runs on {doc['threads']} threads, each section as measured: {runs}."
 
 
@@ -644,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     doc = {"started": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "threads": args.threads,
-           "load_before": load_average(), "machine": machine(), "results": {}}
+           "commit": git_commit(), "load_before": load_average(), "machine": machine(), "results": {}}
     t0 = time.perf_counter()
     sections = {"gemm": section_gemm, "step": section_step, "epoch": section_epoch, "eval": section_eval,
                 "peers": section_peers}
@@ -654,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     doc["wall_s"], doc["load_after"] = time.perf_counter() - t0, load_average()
     write_atomic(args.out, markdown(doc))
     if args.json:
-        args.json.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+        write_atomic(args.json, json.dumps(doc, indent=2))
     print(f"\nwrote {args.out}")
     return 0
 

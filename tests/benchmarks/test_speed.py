@@ -48,6 +48,10 @@ def test_merged_runs_keep_each_sections_own_provenance_and_order():
     assert {k: v["started"] for k, v in merged["measured"].items()} == {"gemm": "A", "step": "B", "eval": "B",
                                                                         "peers": "A"}
     assert "step on B" in speed.written_by(merged) and "gemm on A" in speed.written_by(merged)
+    late["commit"] = "0123456789abcdef0123-dirty"  # a run that recorded its commit; the early one did not
+    merged = speed.merge_docs([early, late])
+    assert "step on B at recsys 0123456789ab-dirty (" in speed.written_by(merged)
+    assert "gemm on A (" in speed.written_by(merged)
     command = speed.regenerate_command(merged)
     assert command.startswith(".venv/bin/python benchmarks/speed.py --sections gemm step eval peers --budget-minutes")
     assert {"35", "s3rec-beauty=12"} <= set(command.split()) or {"12", "ml-1m-partial=35"} <= set(command.split())
