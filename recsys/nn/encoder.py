@@ -179,9 +179,10 @@ class SASRecEncoder(nn.Module):
         self, inputs: torch.Tensor, events: torch.Tensor | None, groups: int, positions: torch.Tensor
     ) -> torch.Tensor:
         """``grouped_forward(...)[positions]`` without the (B, L, D) tensor: each group's
-        selected real positions go straight to their rows of the (N, D) result. In a training
-        step that skips five passes over (B, L, D) floats each way (the zeroed output, its
-        padding mask, the selection) and their copies in backward."""
+        selected real positions go straight to their rows of the (N, D) result. A training
+        step skips five passes over (B, L, D) floats each way (the zeroed output, its padding
+        mask, the selection) and their copies in backward; on the issue-6 step that saving was
+        within the machine's run-to-run noise."""
         B, L = inputs.shape
         n = int(positions.sum())
         slot = torch.full((B, L), -1, dtype=torch.int64, device=inputs.device)
