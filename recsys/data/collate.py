@@ -145,13 +145,17 @@ def collate_eval(
     max_len: int,
     tracks: EventTracks | None = None,
     mask_token: int | None = None,
+    label_through_target: bool = False,
 ) -> EvalBatch:
     """Histories (last ``max_len`` items before the target), targets and user indices.
 
     With ``mask_token`` (cloze models) the history is the last ``max_len - 1`` items and a
     [MASK] is appended in the last column, where the model predicts the held-out item.
     With ``tracks``: input actions, the held-out event's action, and the purchase label of
-    events ``end .. end + k - 1`` as far as the user's log goes.
+    events ``end .. end + k - 1`` as far as the user's log goes, or with
+    ``label_through_target`` (validation) no further than the held-out event itself: what
+    follows a validation target is the test period (under leave-one-out, the test event),
+    and a validation label must not read it.
     """
     start, end = held.start[rows], held.end[rows]
     width = max_len if mask_token is None else max_len - 1
@@ -173,7 +177,9 @@ def collate_eval(
         batch["events"] = torch.from_numpy(ev)
         batch["next_events"] = torch.from_numpy(tracks.events[end].astype(np.int64))
         if tracks.horizon > 0:
-            stop = np.minimum(end + tracks.horizon, tracks.seq_end[end])
+            stop = np.minimum(end + tracks.horizon, tracks.seq_end[end])  # exclusive
+            if label_through_target:
+                stop = np.minimum(stop, end + 1)
             bought = tracks.purchase_cum[stop] - tracks.purchase_cum[end] > 0
             batch["purchase"] = torch.from_numpy(bought.astype(np.float32))
     return batch

@@ -225,7 +225,7 @@ class SeqDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _loader(self, held: HeldOut, train: bool) -> DataLoader:
+    def _loader(self, held: HeldOut, train: bool, validation: bool = False) -> DataLoader:
         # The Trainer must not swap in a DistributedSampler (run.py turns that off): these
         # samplers shard by themselves, and its padding would evaluate some users twice.
         items = self.sequences.items
@@ -249,14 +249,16 @@ class SeqDataModule(pl.LightningDataModule):
             width = self.max_len if mask is None else self.max_len - 1  # as collate_eval's window
             lengths = np.minimum(held.end[rows] - held.start[rows], width)
             sampler = LengthOrderedBatches(rows, lengths, self.eval_batch_size)
-            dataset = _BatchDataset(partial(collate_eval, tracks=self.tracks, mask_token=mask), items, held, self.max_len)
+            # a validation purchase label reads no event after the validation target (the test's)
+            collate = partial(collate_eval, tracks=self.tracks, mask_token=mask, label_through_target=validation)
+            dataset = _BatchDataset(collate, items, held, self.max_len)
         return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.split.train, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.split.valid, train=False)
+        return self._loader(self.split.valid, train=False, validation=True)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.split.test, train=False)

@@ -54,6 +54,18 @@ def leave_one_out(seqs: Sequences) -> Split:
     )
 
 
+def split_name(split: str, quantile: float, valid_quantile: float, by_time: bool = True) -> str:
+    """The protocol's name for ``data.split`` as run directories record it: ``leave-one-out``,
+    or ``temporal (...)`` with its cuts; ``by_time=False`` (files that carry only the order
+    of events) says that the cut is on event positions."""
+    if split == "loo":
+        return "leave-one-out"
+    if split != "temporal":
+        raise ValueError(f"unknown split {split!r}")
+    clock = "event time" if by_time else "event position, per-position"
+    return f"temporal (test cut at the {quantile} quantile of {clock}, validation cut at the {valid_quantile} quantile)"
+
+
 def cut_time(timestamps: np.ndarray, quantile: float) -> int:
     """The ``quantile`` quantile of all event timestamps, taken as an actual timestamp.
 

@@ -34,6 +34,7 @@ from pytorch_lightning.loggers import CSVLogger
 from recsys.config import ACTION_MONITORS, ExperimentConfig
 from recsys.data.datamodule import SeqDataModule
 from recsys.data.sequences import EventVocab
+from recsys.data.splits import split_name
 from recsys.data.vocab import Vocab
 from recsys.errors import ArtifactError, ConfigError
 from recsys.training.allocator import retain_freed_memory
@@ -42,7 +43,6 @@ from recsys.training.callbacks import AtomicLastCheckpoint, EpochSeed
 from recsys.training.module import RankingModule
 from recsys.training.provenance import git_commit, machine, versions
 
-PROTOCOL = "full-catalogue ranking, leave-one-out, pessimistic ties"
 CHECKPOINT = Path("checkpoints") / "best.ckpt"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 EVENT_VOCAB = "events.json"  # action-type vocabulary, for logs with data.event_col
@@ -117,6 +117,13 @@ def _trainer(cfg: ExperimentConfig, **kwargs) -> pl.Trainer:
 def _monitor_mode(cfg: ExperimentConfig) -> str:
     """Ranking metrics and most action metrics are better high; a loss (action_nll) low."""
     return ACTION_MONITORS.get(cfg.eval.monitor, "max")
+
+
+def protocol(cfg: ExperimentConfig, dm: SeqDataModule) -> str:
+    """metrics.json's ``protocol``: how every number in it was computed, the split's name included."""
+    d = cfg.data
+    split = split_name(d.split, d.split_quantile, d.split_valid_quantile, by_time=dm.has_timestamps)
+    return f"full-catalogue ranking, {split}, pessimistic ties"
 
 
 def _load_weights(module: RankingModule, ckpt: Path) -> None:
@@ -262,7 +269,7 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
     metrics = {
         "valid": module.last_metrics["val"],
         "test": module.last_metrics["test"],
-        "protocol": PROTOCOL,
+        "protocol": protocol(cfg, dm),
         "exclude_seen": cfg.eval.exclude_seen,
         "n_eval_users": int(module.last_ranks["test"].numel()),  # users scored, over all processes
         "dataset": {

@@ -133,10 +133,16 @@ def test_collate_eval_next_action_and_purchase_label_from_the_target_on():
     seqs = _with_events([[1, 2, 3, 4, 5, 6, 7], [8, 9, 10]], [[1, 1, 2, 1, 1, 1, 2], [1, 2, 1]])
     split = leave_one_out(seqs)
     tracks = EventTracks.build(seqs.events, seqs.offsets, purchase_id=2, horizon=2)
-    valid = collate_eval(seqs.items, split.valid, np.array([0, 1]), max_len=3, tracks=tracks)
+    valid = collate_eval(seqs.items, split.valid, np.array([0, 1]), max_len=3, tracks=tracks,
+                         label_through_target=True)
     assert valid["events"].tolist() == [[2, 1, 1], [0, 0, 1]]
     assert valid["next_events"].tolist() == [1, 2]
-    assert valid["purchase"].tolist() == [1.0, 1.0]  # user 0: {6, 7} holds the buy of 7; user 1: 9 is a buy
+    # user 0: the validation event 6 is a view; the buy of 7 within the horizon is the test
+    # event, which a validation label never reads; user 1: the validation event 9 is a buy
+    assert valid["purchase"].tolist() == [0.0, 1.0]
+    # without the limit the horizon runs on into the test event (what a test-time label does)
+    unlimited = collate_eval(seqs.items, split.valid, np.array([0, 1]), max_len=3, tracks=tracks)
+    assert unlimited["purchase"].tolist() == [1.0, 1.0]
     test = collate_eval(seqs.items, split.test, np.array([0, 1]), max_len=3, tracks=tracks)
     assert test["next_events"].tolist() == [2, 1]
     assert test["purchase"].tolist() == [1.0, 0.0]  # the log ends after the test event

@@ -33,13 +33,14 @@ def planted(tmp_path_factory):
     path = tmp_path_factory.mktemp("protocol") / "events.csv"
     log.frame.rename(columns={"user": "user_id", "item": "item_id"}).to_csv(path, index=False)
     histories = [g["item"].tolist() for _, g in log.frame.groupby("user", sort=False)]  # raw ids, time order
-    return path, histories
+    return path, histories, log.frame
 
 
-def _cfg(path: Path, tmp_path: Path, model: str = "sasrec", exclude_seen: bool = False) -> ExperimentConfig:
+def _cfg(path: Path, tmp_path: Path, model: str = "sasrec", exclude_seen: bool = False,
+         split: str = "loo") -> ExperimentConfig:
     return ExperimentConfig.from_dict({
         "name": model, "seed": 5, "output_dir": str(tmp_path),
-        "data": {"name": "planted", "format": "csv", "path": str(path)},
+        "data": {"name": "planted", "format": "csv", "path": str(path), "split": split},
         "model": {"name": model, "dim": 16, "n_blocks": 1, "n_heads": 1, "max_len": 8, "dropout": 0.1},
         "train": {"batch_size": 32, "lr": 0.01, "max_epochs": 6, "patience": 10, "progress_bar": False,
                   "num_threads": 1},
@@ -86,16 +87,22 @@ def _rank_bounds(scores: np.ndarray, target: int, seen: set[int] | None) -> tupl
     return 1 + int((others > t + EPS).sum()), 1 + int((others >= t - EPS).sum())
 
 
-def _expected(run: Path, histories: list[list[str]], exclude_seen: bool, mask: bool) -> dict[str, np.ndarray]:
-    """Per split, (U, 2) rank bounds of every user: validation = second-to-last event, its
-    input everything before it; test = last event, its input everything before it."""
+def _leave_one_out(histories: list[list[str]]) -> dict[str, list[tuple[list[str], str]]]:
+    """(input, target) of every user: validation = the second-to-last event, test = the last,
+    each with everything before it as input."""
+    return {split: [(h[: len(h) - drop], h[len(h) - drop]) for h in histories]
+            for split, drop in (("valid", 2), ("test", 1))}
+
+
+def _expected(run: Path, cases: dict[str, list[tuple[list[str], str]]], exclude_seen: bool,
+              mask: bool) -> dict[str, np.ndarray]:
+    """Per split, (U, 2) rank bounds of each (input, target) case, in the order given."""
     token, n, mask_id, max_len, scores = _scorer(run)
     out = {}
-    for split, drop in (("valid", 2), ("test", 1)):
+    for split, pairs in cases.items():
         bounds = []
-        for raw in histories:
-            h = [token[x] for x in raw]
-            history, target = h[: len(h) - drop], h[len(h) - drop]
+        for raw_history, raw_target in pairs:
+            history, target = [token[x] for x in raw_history], token[raw_target]
             window = history[-(max_len - 1):] + [mask_id] if mask else history[-max_len:]
             bounds.append(_rank_bounds(scores(window), target, set(history) if exclude_seen else None))
         out[split] = np.array(bounds)
@@ -136,7 +143,7 @@ def _assert_metrics_follow_ranks(metrics: dict, ranks: dict[str, np.ndarray]) ->
 
 @pytest.fixture(scope="module")
 def seen_runs(planted, tmp_path_factory):
-    path, histories = planted
+    path, histories, _ = planted
     tmp = tmp_path_factory.mktemp("seen")
     runs = {flag: fit(_cfg(path, tmp, exclude_seen=flag), tmp / f"exclude-{flag}").run_dir for flag in (True, False)}
     return runs, histories
@@ -147,8 +154,8 @@ def test_exclude_seen_run_writes_ranks_of_the_masked_catalogue(seen_runs):
     run = runs[True]
     metrics, recorded = _written(run)
     assert metrics["exclude_seen"] is True
-    masked = _expected(run, histories, exclude_seen=True, mask=False)
-    unmasked = _expected(run, histories, exclude_seen=False, mask=False)
+    masked = _expected(run, _leave_one_out(histories), exclude_seen=True, mask=False)
+    unmasked = _expected(run, _leave_one_out(histories), exclude_seen=False, mask=False)
     for split in ("valid", "test"):
         _assert_within(recorded[split], masked[split], f"{split}, exclude_seen")
     _assert_metrics_follow_ranks(metrics, recorded)
@@ -172,7 +179,7 @@ def test_run_without_exclude_seen_ranks_every_item(seen_runs):
     run = runs[False]
     metrics, recorded = _written(run)
     assert metrics["exclude_seen"] is False
-    unmasked = _expected(run, histories, exclude_seen=False, mask=False)
+    unmasked = _expected(run, _leave_one_out(histories), exclude_seen=False, mask=False)
     for split in ("valid", "test"):
         _assert_within(recorded[split], unmasked[split], f"{split}, all items")
     _assert_metrics_follow_ranks(metrics, recorded)
@@ -186,14 +193,44 @@ def test_bert4rec_is_evaluated_at_an_appended_mask(planted, tmp_path):
     the last ``max_len - 1`` items and reads the state there. The recorded ranks are those
     of that path, and reading the state at the last item instead (no [MASK]) gives other
     ranks and other metrics, so a run that dropped the [MASK] could not pass."""
-    path, histories = planted
+    path, histories, _ = planted
     run = fit(_cfg(path, tmp_path, model="bert4rec"), tmp_path / "bert4rec").run_dir
     metrics, recorded = _written(run)
-    with_mask = _expected(run, histories, exclude_seen=False, mask=True)
-    without = _expected(run, histories, exclude_seen=False, mask=False)
+    with_mask = _expected(run, _leave_one_out(histories), exclude_seen=False, mask=True)
+    without = _expected(run, _leave_one_out(histories), exclude_seen=False, mask=False)
     for split in ("valid", "test"):
         _assert_within(recorded[split], with_mask[split], f"{split}, [MASK] appended")
         outside = (recorded[split] < without[split][:, 0]) | (recorded[split] > without[split][:, 1])
         assert outside.mean() > 0.3, split  # the two paths rank most users differently
         assert metrics[split]["ndcg@10"] != pytest.approx(_metrics_of(without[split][:, 0])["ndcg@10"], abs=1e-3)
+    _assert_metrics_follow_ranks(metrics, recorded)
+
+
+# ---- the global temporal split ---------------------------------------------------------
+
+
+def test_temporal_run_is_labelled_and_ranks_each_users_first_event_after_the_cut(planted, tmp_path):
+    """README's protocol: the test cut is the 0.9 quantile of all event times (an event's
+    own time, 'lower'), the target the user's first event after it, the input the user's
+    whole history up to it; validation the same at the 0.8 quantile, for users whose target
+    is not after the test cut. metrics.json names the split."""
+    path, _, frame = planted
+    run = fit(_cfg(path, tmp_path, split="temporal", exclude_seen=True), tmp_path / "temporal").run_dir
+    metrics, recorded = _written(run)
+    assert metrics["protocol"] == ("full-catalogue ranking, temporal (test cut at the 0.9 quantile of event time, "
+                                   "validation cut at the 0.8 quantile), pessimistic ties")
+    times = frame["timestamp"].to_numpy()
+    t_test, t_valid = (np.sort(times)[int(np.floor(q * (len(times) - 1)))] for q in (0.9, 0.8))
+    cases = {"valid": [], "test": []}
+    for _, user in frame.groupby("user", sort=False):
+        items, ts = user["item"].tolist(), user["timestamp"].to_numpy()
+        for split, cut in (("valid", t_valid), ("test", t_test)):
+            before, after = int((ts <= cut).sum()), np.flatnonzero(ts > cut)
+            if before and len(after) and (split == "test" or ts[after[0]] <= t_test):
+                cases[split].append((items[:before], items[after[0]]))
+    assert metrics["n_eval_users"] == len(cases["test"]) < frame["user"].nunique()
+    expected = _expected(run, cases, exclude_seen=True, mask=False)
+    for split in ("valid", "test"):
+        assert len(recorded[split]) == len(cases[split]) > 0, split
+        _assert_within(recorded[split], expected[split], f"temporal {split}")
     _assert_metrics_follow_ranks(metrics, recorded)
