@@ -1,6 +1,6 @@
 """A small mutation check: break the code on purpose and see a test fail.
 
-    .venv/bin/python benchmarks/mutants.py                   # every mutant, ~2 minutes on one core
+    .venv/bin/python benchmarks/mutants.py                   # every mutant, ~3 minutes on one core
     .venv/bin/python benchmarks/mutants.py --list            # names, what each breaks, its tests
     .venv/bin/python benchmarks/mutants.py optimistic-ties loo-train-leak   # some of them
     .venv/bin/python benchmarks/mutants.py --ref HEAD        # mutate a commit, not the working tree
@@ -12,8 +12,10 @@ the edits are applied there, and the mutant's test files (all part of ``make tes
 there with pytest, with ``PYTHONPATH`` pointing at the copy so that every import, the
 ``recsys`` console script's included, reads the mutated code. The real tree is never
 touched. A mutant is *killed* when a test fails (every failed test is listed, with the first
-line of its error), *survived* when all its tests pass. The exit status is 1 if any mutant survived or
-could not be applied. Not part of ``make test``: it reruns test files once per mutant.
+line of its error), *survived* when all its tests pass. First the same tests run once on
+the unmutated copy (the baseline; ``--no-baseline`` skips it): if they fail there, nothing
+is mutated and the exit status is 2. Otherwise it is 1 if any mutant survived or could not
+be applied. Not part of ``make test``: it reruns test files once per mutant.
 """
 
 from __future__ import annotations
@@ -196,6 +198,17 @@ def failures(output: str) -> list[str]:
     return [m.group(1) for m in re.finditer(r"^(?:FAILED|ERROR) (.+)$", output, re.MULTILINE)]
 
 
+def baseline(mutants: list[Mutant], ref: str | None, timeout: float) -> tuple[bool, list[str], float]:
+    """Every test the mutants name, on the unmutated copy: a mutant only counts as killed
+    if these pass without it. (True if they pass, the failed tests, seconds.)"""
+    started = time.perf_counter()
+    tests = tuple(dict.fromkeys(t for m in mutants for t in m.tests))
+    with tempfile.TemporaryDirectory(prefix="mutant-baseline-") as tmp:
+        copy_tree(Path(tmp), ref)
+        code, output = run_tests(Path(tmp), tests, timeout)
+    return code == 0, failures(output) or [output.strip()[-500:]], time.perf_counter() - started
+
+
 def check(mutant: Mutant, ref: str | None, timeout: float) -> tuple[str, list[str], float]:
     """(outcome, details, seconds): killed (details: the failed tests) / survived / not
     applied / error."""
@@ -225,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ref", help="mutate this commit (git archive) instead of the working tree")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant's tests")
     parser.add_argument("--width", type=int, default=200, help="characters shown of each failure line")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the first run of the mutants' tests on the unmutated tree")
     args = parser.parse_args(argv)
     known = {m.name: m for m in MUTANTS}
     unknown = [n for n in args.names if n not in known]
@@ -236,6 +251,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{m.name}: {m.what}\n    files: {', '.join(sorted({e.path for e in m.edits}))}\n"
                   f"    tests: {' '.join(m.tests)}")
         return 0
+    if not args.no_baseline:
+        ok, failed, seconds = baseline(chosen, args.ref, args.timeout)
+        print(f"baseline (no mutant): {'passed' if ok else 'FAILED'} ({seconds:.0f} s)", flush=True)
+        if not ok:
+            for line in failed:
+                print(f"    {line[:args.width]}")
+            print("the unmutated tree fails the mutants' tests, so a failure would not show a kill; "
+                  "fix it, or check a commit with --ref")
+            return 2
     bad = 0
     for m in chosen:
         outcome, details, seconds = check(m, args.ref, args.timeout)
