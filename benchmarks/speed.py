@@ -84,7 +84,8 @@ ISSUE_SETTINGS = [  # issue 6: "max length 200, 2 blocks, hidden size 64, 1 head
 # - train.length_groups=4: each batch of 128 rows runs as 4 groups of similar length, each
 #   trimmed to its longest row (SASRecEncoder.grouped_forward);
 # - model.dropout_sampler=uniform: dropout masks from 16-bit uniform integers instead of bernoulli_.
-# None of these is a default, so the frozen experiments keep their exact trajectories.
+# All are library defaults since issue 18; the frozen experiments pin them off, so they keep
+# their exact trajectories.
 FAST_PATH = ["train.loss=ce_chunked", "train.chunk_size=512", "train.logit_precision=bf16",
              "train.encoder_precision=bf16", "train.length_groups=4", "model.dropout_sampler=uniform"]
 FAST_PATH_FP32 = [o for o in FAST_PATH if "precision" not in o] + ["train.logit_precision=fp32",
@@ -105,6 +106,16 @@ PEER_REFERENCE = [
 
 def config(name: str, extra: list[str] = ()) -> ExperimentConfig:
     return ExperimentConfig.from_yaml(ROOT / DATASETS[name]).with_overrides([*ISSUE_SETTINGS, *extra])
+
+
+def defaults_config(name: str, extra: list[str] = ()) -> ExperimentConfig:
+    """The issue's shape with every other setting at the library default (issue 18: the fast
+    path in bf16 and the transition head), the frozen config's data and evaluation kept."""
+    frozen = ExperimentConfig.from_yaml(ROOT / DATASETS[name]).to_dict()
+    shape = [o for o in ISSUE_SETTINGS if o.startswith("model.") or o.split("=")[0] in ("train.batch_size", "train.lr")]
+    return ExperimentConfig.from_dict(
+        {"name": f"{frozen['name']}-defaults", "data": frozen["data"], "eval": frozen["eval"]}
+    ).with_overrides([*shape, *extra])
 
 
 def peak_rss_gb() -> float:
@@ -226,10 +237,13 @@ def section_epoch(args) -> dict:
     from recsys.training.run import fit
 
     out = {}
-    variants = {"fast path": FAST_PATH, "fast path, fp32": FAST_PATH_FP32, "plain": []}
+    # None: the library defaults, no flags (issue 18)
+    variants = {"fast path": FAST_PATH, "fast path, fp32": FAST_PATH_FP32, "plain": [], "defaults, no flags": None}
+    variants = {k: v for k, v in variants.items() if not args.variants or k in args.variants}
     for name, (variant, extra) in itertools.product(args.datasets, variants.items()):
-        cfg = config(name, [f"train.max_epochs={args.epochs}", "train.patience=1000", "train.progress_bar=false",
-                            f"train.num_threads={args.threads}", *extra])
+        common = [f"train.max_epochs={args.epochs}", "train.patience=1000", "train.progress_bar=false",
+                  f"train.num_threads={args.threads}"]
+        cfg = defaults_config(name, common) if extra is None else config(name, [*common, *extra])
         t0 = time.perf_counter()
         build_datamodule(cfg)
         prepare_s = time.perf_counter() - t0
@@ -616,6 +630,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="peers is not in the default: it takes hours (see --budget-minutes)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3, help="epochs per dataset in the epoch section")
+    parser.add_argument("--variants", nargs="+", default=None,
+                        help="epoch section: only these variants (fast path, 'fast path, fp32', plain, "
+                             "'defaults, no flags')")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--eval-batch-sizes", type=int, nargs="+", default=[256, 1024])
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("SPEED.md"))

@@ -29,7 +29,6 @@ from recsys.config import ExperimentConfig
 from recsys.data.vocab import Vocab
 from recsys.errors import ArtifactError
 from recsys.inference.artifact import ActionSpec, Artifact, save_artifact
-from recsys.nn.heads import score_items
 
 CHECKPOINT = Path("checkpoints") / "best.ckpt"
 EVENT_VOCAB = "events.json"  # action types of a run on a log with data.event_col
@@ -105,7 +104,7 @@ class TopKGraph(nn.Module):
         self.encoder, self.k = encoder, k
 
     def forward(self, inputs: torch.Tensor, exclude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = score_items(self.encoder.last_state(inputs), self.encoder.item_weights())  # (B, V + 1)
+        scores = self.encoder.score(self.encoder.last_state(inputs), inputs)  # (B, V + 1)
         scores = scores.scatter(1, exclude, float("-inf"))
         top = torch.topk(scores, self.k)  # column index == token id, thanks to the PAD column
         return top.indices, top.values  # (B, k), (B, k)

@@ -256,9 +256,14 @@ class Recommender:
                 lowp = None
                 if self._item_w_lowp is not None and states is not None:
                     lowp = self._item_w_lowp if cand is None else self._item_w_lowp[torch.from_numpy(cand - 1)]
-                top_values, top_columns = self._top_columns(
-                    states, weights, torch.from_numpy(empty), pop, seen, kk, lowp
-                )
+                if self._encoder.transitions is not None and states is not None:
+                    # a mixture head: its log-probabilities need the whole catalogue's softmax
+                    dense = self._mixture_scores(batch, states, cand)  # (B, C)
+                    top_values, top_columns = self._scan(dense, None, torch.from_numpy(empty), pop, seen, kk)
+                else:
+                    top_values, top_columns = self._top_columns(
+                        states, weights, torch.from_numpy(empty), pop, seen, kk, lowp
+                    )
                 values, columns = top_values.numpy(), top_columns.numpy()
         tokens = columns + 1 if cand is None else cand[columns]  # (B, kk)
         items, out_scores = [], []
@@ -310,10 +315,16 @@ class Recommender:
         top = torch.topk(exact, k)
         return top.values, columns.gather(1, top.indices)
 
+    def _mixture_scores(self, batch: EncodedBatch, states: torch.Tensor, cand: np.ndarray | None) -> torch.Tensor:
+        """(B, C) log-probabilities of a transition-head model over the scored columns
+        (``recsys.nn.encoder.SASRecEncoder.score``, without its PAD column)."""
+        scores = self._encoder.score(states, torch.from_numpy(batch.inputs))[:, 1:]  # (B, n)
+        return scores if cand is None else scores[:, torch.from_numpy(cand - 1)]
+
     def _scan(
         self,
         states: torch.Tensor | None,
-        weights: torch.Tensor,
+        weights: torch.Tensor | None,
         empty: torch.Tensor,
         pop: torch.Tensor | None,
         seen: tuple[torch.Tensor, torch.Tensor] | None,
@@ -322,16 +333,23 @@ class Recommender:
         """Best ``k`` (scores, columns) per row over the columns of ``weights``, best first.
 
         Scores are ``states @ weights.T`` (the product of ``nn.heads.score_items``, minus
-        its PAD column), popularity on empty rows, ``-inf`` on seen items. Large batches
+        its PAD column), or ``states`` themselves, already (B, C) scores, when ``weights``
+        is None; popularity on empty rows, ``-inf`` on seen items. Large batches
         over large catalogues go ``score_chunk`` scores at a time: a running top-k never
         holds the (B, C) matrix (1 GB for 256 users x 1M items), and a chunk stays in cache.
         """
+        if weights is None:
+            weights, states, given = states.T, None, states  # only shapes and dtype are read from weights
+        else:
+            given = None
         B, C = empty.shape[0], weights.shape[0]
         step = max(k, self.score_chunk // max(B, 1))
         parts = []
         for lo in range(0, C, step):
             hi = min(C, lo + step)
-            if states is None:
+            if given is not None:
+                scores = given[:, lo:hi].clone()
+            elif states is None:
                 scores = torch.empty(B, hi - lo, dtype=weights.dtype)
             else:
                 scores = states @ weights[lo:hi].T  # (B, c)
@@ -370,6 +388,8 @@ class Recommender:
         with torch.inference_mode():
             if batch.empty[0]:
                 values = self._popularity[index]
+            elif self._encoder.transitions is not None:
+                values = self._mixture_scores(batch, self._user_states(batch), None)[0, index]  # (C,)
             else:
                 values = self._item_w[index] @ self._user_states(batch)[0]  # (C,)
         out[known] = values.numpy()
@@ -378,7 +398,9 @@ class Recommender:
     def user_embeddings(
         self, histories: Sequence[Sequence[str]], actions: Sequence[Sequence[str]] | None = None
     ) -> np.ndarray:
-        """(B, D) float32 user states; ``user_embeddings(h) @ item_embeddings().T`` are the scores.
+        """(B, D) float32 user states; ``user_embeddings(h) @ item_embeddings().T`` are the scores
+        (of a model with a transition head, ``model.transition_lags`` > 0, only its softmax
+        component's logits: ``recommend`` and ``score`` serve the whole mixture).
 
         An empty history gives a zero vector under ``empty="popularity"`` (no personal
         signal: every item scores 0) and raises under ``empty="raise"``.

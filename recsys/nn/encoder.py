@@ -24,8 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys.config import ModelConfig
+from recsys.config import DEFAULT_TRANSITION_LAGS, ModelConfig
+from recsys.nn.heads import TransitionHead, score_items
 from recsys.nn.layers import Block, Dropout
+from recsys.nn.losses import Mixture
 from recsys.types import PAD_ID
 
 
@@ -44,12 +46,16 @@ class SASRecEncoder(nn.Module):
         item_attributes: Sequence[Sequence[int]] | None = None,
         tied_output: bool = True,
         dropout_sampler: str = "bernoulli",
+        transition_lags: int = 0,
+        transition_width: int = 32,
     ) -> None:
         """``n_events``: action types 1..E (0 = padding), 0 = no action embedding.
         ``item_attributes[i]``: attribute ids (>= 1) of item token ``i + 1``, one entry per
         item 1..n; ``None`` = no attribute embedding. ``tied_output``: items are scored
         with the input table; off, with a separate (n + 1, D) output table.
-        ``dropout_sampler``: one of ``recsys.nn.layers.DROPOUT_SAMPLERS``."""
+        ``dropout_sampler``: one of ``recsys.nn.layers.DROPOUT_SAMPLERS``.
+        ``transition_lags`` > 0 adds a ``TransitionHead`` over the last that many items
+        (causal encoders only), ``transition_width`` targets per source item and lag."""
         super().__init__()
         self.n_items, self.dim, self.max_len, self.causal = n_items, dim, max_len, causal
         self.item_emb = nn.Embedding(n_items + 2, dim, padding_idx=PAD_ID)  # PAD, items, MASK
@@ -79,6 +85,9 @@ class SASRecEncoder(nn.Module):
         for extra in (self.event_emb, self.attr_emb, self.out_emb):
             if extra is not None:
                 self._init(extra)
+        if transition_lags and not causal:
+            raise ValueError("the transition head reads the items before each position: causal encoders only")
+        self.transitions = TransitionHead(n_items, dim, transition_lags, transition_width) if transition_lags else None
 
     @classmethod
     def from_config(
@@ -93,6 +102,9 @@ class SASRecEncoder(nn.Module):
             n_items, cfg.dim, cfg.n_blocks, cfg.n_heads, cfg.max_len, cfg.dropout,
             causal=causal, use_positions=cfg.use_positions, n_events=n_events, item_attributes=item_attributes,
             tied_output=cfg.tied_output, dropout_sampler=cfg.dropout_sampler,
+            transition_lags=cfg.transition_lags if cfg.transition_lags is not None else (
+                DEFAULT_TRANSITION_LAGS if causal else 0),
+            transition_width=cfg.transition_width,
         )
 
     @staticmethod
@@ -234,6 +246,24 @@ class SASRecEncoder(nn.Module):
             positions = torch.arange(self.max_len - L, self.max_len, device=inputs.device)  # (L,)
             x = x + self.pos_emb(positions)  # (B, L, D)
         return self.emb_drop(x * (inputs != PAD_ID).unsqueeze(-1))
+
+    def score(self, state: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Scores (B, n + 1) of every token for the histories ``inputs`` (B, L) whose newest
+        position's state is ``state`` (B, D): the dot product with the output table, or
+        with a transition head its mixture's log-probabilities. Column PAD is -inf."""
+        if self.transitions is None:
+            return score_items(state, self.item_weights())
+        return self.transitions.log_probs(state, self.item_weights(), inputs)
+
+    def loss_mixture(
+        self, hidden: torch.Tensor, inputs: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor
+    ) -> Mixture | None:
+        """The transition head's mixture terms (``recsys.nn.losses.Mixture``) at the selected
+        ``positions`` (B, L) bool, whose states are ``hidden`` (N, D) and targets ``targets``
+        (N,), in the row-major order a loss reads them; None without a head."""
+        if self.transitions is None:
+            return None
+        return Mixture(*self.transitions.training_mixture(hidden, inputs, positions, targets))
 
     def item_weights(self) -> torch.Tensor:
         """Output embeddings of the real items 1..n: the input table's rows (tied), or the

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -87,7 +88,8 @@ def _matmul_dtype(precision: str) -> torch.dtype:
 
 
 def full_ce(
-    hidden: torch.Tensor, item_weights: torch.Tensor, targets: torch.Tensor, precision: str = "fp32"
+    hidden: torch.Tensor, item_weights: torch.Tensor, targets: torch.Tensor, precision: str = "fp32",
+    mixture: Mixture | None = None,
 ) -> torch.Tensor:
     """Softmax cross-entropy over the whole catalogue at every non-padding position.
 
@@ -96,8 +98,12 @@ def full_ce(
     hidden: (B, L, D); item_weights: (n, D) for items 1..n; targets: (B, L), PAD = none.
     Or positions already selected: hidden (N, D), targets (N,) (see ``kept_positions``).
     ``precision``: ``fp32``, or ``bf16`` for the logit matrix products (see _SoftmaxCE).
+    With ``mixture`` the softmax is one component of a mixture (``Mixture``): the loss is
+    computed by ``chunked_ce``'s kernel over all rows at once.
     """
     h, t = kept_positions(hidden, targets)
+    if mixture is not None:
+        return chunked_ce(h, item_weights, t, max(h.shape[0], 1), precision, mixture)
     return _SoftmaxCE.apply(h, item_weights, t - 1, _matmul_dtype(precision))
 
 
@@ -157,13 +163,15 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h: torch.Tensor, w: torch.Tensor, t: torch.Tensor, chunk: int,
-                mm_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                mm_dtype: torch.dtype = torch.float32, mix_base: torch.Tensor | None = None,
+                mix_rest: torch.Tensor | None = None) -> torch.Tensor:
         if mm_dtype != h.dtype:
-            return _ChunkedSoftmaxCE._forward_low_precision(ctx, h, w, t, chunk, mm_dtype)
+            return _ChunkedSoftmaxCE._forward_low_precision(ctx, h, w, t, chunk, mm_dtype, mix_base, mix_rest)
         n = h.shape[0]
         lse = torch.empty(n, dtype=h.dtype, device=h.device)
         target_logit = (h * w[t]).sum(dim=1)  # (N,)
-        with_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        mixed = mix_base is not None
+        with_grad = any(ctx.needs_input_grad[i] for i in (0, 1, 5, 6))
         grad_h = torch.empty_like(h) if with_grad else None
         grad_w = torch.zeros_like(w) if with_grad else None
         scale = h.new_ones(()) / n  # d mean / d row
@@ -174,18 +182,29 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
             if with_grad:
                 g.sub_(lse[i : i + chunk, None]).exp_()  # softmax
                 g[torch.arange(hc.shape[0], device=g.device), t[i : i + chunk]] -= 1.0
-                g.mul_(scale)
+                if mixed:  # each row's share: its responsibility r / n (``_mixture_terms``)
+                    r = _mixture_terms(target_logit[i : i + chunk] - lse[i : i + chunk],
+                                       mix_base[i : i + chunk], mix_rest[i : i + chunk])[1]
+                    g.mul_((r * scale)[:, None])
+                else:
+                    g.mul_(scale)
                 grad_h[i : i + chunk] = g @ w
                 grad_w.addmm_(g.T, hc)
-        ctx.save_for_backward(grad_h, grad_w)
-        return (lse - target_logit).mean()
+        if not mixed:
+            ctx.save_for_backward(grad_h, grad_w, None, None)
+            return (lse - target_logit).mean()
+        loss_rows, _, d_base, d_rest = _mixture_terms(target_logit - lse, mix_base, mix_rest)
+        ctx.save_for_backward(grad_h, grad_w, d_base * scale, d_rest * scale)
+        return loss_rows.mean()
 
     @staticmethod
     def _forward_low_precision(ctx, h: torch.Tensor, w: torch.Tensor, t: torch.Tensor, chunk: int,
-                               mm_dtype: torch.dtype) -> torch.Tensor:
+                               mm_dtype: torch.dtype, mix_base: torch.Tensor | None = None,
+                               mix_rest: torch.Tensor | None = None) -> torch.Tensor:
         n = h.shape[0]
         h_lo, w_lo = h.to(mm_dtype), w.to(mm_dtype)  # (N, D), (V, D): cast once, small
-        with_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        mixed = mix_base is not None
+        with_grad = any(ctx.needs_input_grad[i] for i in (0, 1, 5, 6))
         grad_h = torch.empty_like(h) if with_grad else None
         grad_w = torch.zeros_like(w) if with_grad else None
         # One buffer serves every chunk's logits, then (in place) its probabilities, then its
@@ -213,6 +232,10 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
             torch.sum(p, dim=1, out=rest[rows])
             if with_grad:
                 p[at, tc] = rest[rows].neg()  # softmax - onehot; the 1 / n after the products
+                if mixed:  # each row's responsibility r (``_mixture_terms``)
+                    log_p = p_t[rows].float().log()
+                    r = _mixture_terms(log_p, mix_base[rows], mix_rest[rows])[1]
+                    p.mul_(r.to(p.dtype)[:, None])
                 grad_h[rows] = (p @ w_lo).div_(n)
                 grad_w += torch.mm(p.T, h_lo[rows], out=gw)
         if with_grad:
@@ -224,17 +247,22 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         if lost.any():  # rare: their logits again, from the same rounded inputs
             g_lost = (h_lo[lost] @ w_lo.T).to(h.dtype)
             loss_rows[lost] = torch.logsumexp(g_lost, dim=1) - g_lost.gather(1, t[lost, None]).squeeze(1)
-        ctx.save_for_backward(grad_h, grad_w)
+        if not mixed:
+            ctx.save_for_backward(grad_h, grad_w, None, None)
+            return loss_rows.mean()
+        loss_rows, _, d_base, d_rest = _mixture_terms(-loss_rows, mix_base, mix_rest)
+        ctx.save_for_backward(grad_h, grad_w, d_base / n, d_rest / n)
         return loss_rows.mean()
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        grad_h, grad_w = ctx.saved_tensors
+        grad_h, grad_w, d_base, d_rest = ctx.saved_tensors
         if grad_out.device.type == "cpu" and float(grad_out) == 1.0:
             # the loss entered the total with weight 1 (a plain training step): the gradients
             # are forward's as they are, without a pass over each to multiply it by 1
-            return grad_h, grad_w, None, None, None
-        return grad_h * grad_out, grad_w * grad_out, None, None, None
+            return grad_h, grad_w, None, None, None, d_base, d_rest
+        scaled = [None if g is None else g * grad_out for g in (grad_h, grad_w, d_base, d_rest)]
+        return scaled[0], scaled[1], None, None, None, scaled[2], scaled[3]
 
 
 def chunked_ce(
@@ -243,14 +271,63 @@ def chunked_ce(
     targets: torch.Tensor,
     chunk_size: int = 1024,
     precision: str = "fp32",
+    mixture: Mixture | None = None,
 ) -> torch.Tensor:
     """``full_ce`` for catalogues too large to hold (B*L) x V logits: at most
     ``chunk_size`` x V logits exist at a time, in forward and in backward. ``precision``:
-    ``fp32``, or ``bf16`` for the logit products (see ``_ChunkedSoftmaxCE``)."""
+    ``fp32``, or ``bf16`` for the logit products (see ``_ChunkedSoftmaxCE``).
+    ``mixture``: the catalogue softmax is one component of a mixture (see ``Mixture``)."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     h, t = kept_positions(hidden, targets)
-    return _ChunkedSoftmaxCE.apply(h, item_weights, t - 1, chunk_size, _matmul_dtype(precision))
+    base, rest = (None, None) if mixture is None else _mixture_rows(mixture, h)
+    return _ChunkedSoftmaxCE.apply(h, item_weights, t - 1, chunk_size, _matmul_dtype(precision), base, rest)
+
+
+class Mixture(NamedTuple):
+    """The catalogue softmax ``p0`` as one component of a mixture at each kept position
+    (rows in the row-major order ``kept_positions`` selects): the loss is
+    ``-log(base * p0(target) + rest)``, where ``base`` (N,) is the softmax's mixture weight
+    and ``rest`` (N,) the other components' probability of the target, both >= 0 and
+    differentiable. ``recsys.nn.heads.TransitionHead`` makes these."""
+
+    base: torch.Tensor  # (N,)
+    rest: torch.Tensor  # (N,)
+
+
+def _mixture_rows(mixture: Mixture, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if mixture.base.shape != (h.shape[0],) or mixture.rest.shape != (h.shape[0],):
+        raise ValueError(f"mixture terms must be ({h.shape[0]},), one per kept position")
+    return mixture.base.to(h.dtype), mixture.rest.to(h.dtype)
+
+
+def _mixture_terms(
+    log_p0: torch.Tensor, base: torch.Tensor, rest: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row of ``-log(base p0 + rest)``: the loss, the softmax's responsibility
+    ``r = base p0 / (base p0 + rest)`` (the weight of its usual CE gradient), and the
+    derivatives with respect to ``base`` and ``rest``. Worked in log space, so a target
+    probability that underflows stays finite."""
+    log_base_p0 = torch.log(base) + log_p0
+    log_total = torch.logaddexp(log_base_p0, torch.log(rest))
+    r = torch.exp(log_base_p0 - log_total).nan_to_num_(0.0)
+    inv_total = torch.exp(-log_total)
+    return -log_total, r, -torch.exp(log_p0) * inv_total, -inv_total
+
+
+def mixture_ce_reference(
+    hidden: torch.Tensor, item_weights: torch.Tensor, targets: torch.Tensor, mixture: Mixture
+) -> torch.Tensor:
+    """The mixture loss through autograd's own ops; the yardstick for the kernel."""
+    h, t = kept_positions(hidden, targets)
+    log_p0 = torch.log_softmax(h @ item_weights.T, dim=1).gather(1, (t - 1)[:, None]).squeeze(1)
+    return -_mixture_log_prob(log_p0, mixture).mean()
+
+
+def _mixture_log_prob(log_p0: torch.Tensor, mixture: Mixture) -> torch.Tensor:
+    """``log(base p0 + rest)`` through autograd; ``rest`` is floored at 1e-30 so that a
+    zero (no transition mass on the target) keeps its gradient finite."""
+    return torch.logaddexp(torch.log(mixture.base) + log_p0, torch.log(mixture.rest.clamp(min=1e-30)))
 
 
 def _pos_neg_scores(
@@ -279,6 +356,7 @@ def sampled_softmax(
     targets: torch.Tensor,
     negatives: torch.Tensor,
     log_q: torch.Tensor | None = None,
+    mixture: Mixture | None = None,
 ) -> torch.Tensor:
     """Softmax cross-entropy over the target and K sampled negatives.
 
@@ -295,7 +373,10 @@ def sampled_softmax(
         neg = neg - (lq + math.log(neg.shape[1]))  # broadcasts (K,) or (N, K)
     neg = neg.masked_fill(hit, float("-inf"))
     logits = torch.cat([pos[:, None], neg], dim=1)  # (N, 1 + K); the target is column 0
-    return -F.log_softmax(logits, dim=1)[:, 0].mean()
+    log_p0 = F.log_softmax(logits, dim=1)[:, 0]  # (N,) the sampled estimate of log p0(target)
+    if mixture is not None:  # the estimate stands in for the catalogue softmax's probability
+        return -_mixture_log_prob(log_p0, mixture).mean()
+    return -log_p0.mean()
 
 
 def prior_logit_offset(beta: float, n_negatives: int) -> float:

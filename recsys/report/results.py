@@ -50,6 +50,8 @@ ADDED_FIELDS = {
     ("model", "dropout_sampler"): "bernoulli",
     ("train", "length_groups"): 1,
     ("train", "encoder_precision"): "fp32",
+    ("model", "transition_lags"): 0,
+    ("model", "transition_width"): 32,
 }
 
 

@@ -67,6 +67,9 @@ def build_module(cfg: ExperimentConfig, dm: SeqDataModule) -> RankingModule:
     attributes = dm.item_attributes.per_item if dm.item_attributes is not None else None
     encoder = build_encoder(cfg.model, n_items, n_events=n_events if cfg.model.use_actions else 0,
                             item_attributes=attributes)
+    if encoder.transitions is not None:
+        events = training_events(dm)  # the training part of the split only
+        encoder.transitions.fit_pattern(events.items, events.start, events.stop)
     spec = LOSSES[t.loss]
     sampler = None
     if spec.negatives != NEGATIVES_NONE:

@@ -26,8 +26,8 @@ from recsys.config import PRECISIONS as ENCODER_PRECISIONS
 from recsys.eval.actions import next_action_metrics, purchase_metrics
 from recsys.eval.metrics import summarise
 from recsys.eval.ranking import mask_seen, target_ranks
-from recsys.nn.heads import ActionHeads, score_items
-from recsys.nn.losses import LOSSES, NEGATIVES_NONE, NEGATIVES_ONE, action_ce, purchase_bce
+from recsys.nn.heads import ActionHeads
+from recsys.nn.losses import LOSSES, NEGATIVES_NONE, NEGATIVES_ONE, Mixture, action_ce, purchase_bce
 from recsys.training.negatives import NegativeSampler
 from recsys.types import NO_LABEL, PAD_ID, Batch, EvalBatch
 
@@ -197,8 +197,10 @@ class SeqRecModule(RankingModule):
         self.last_action_metrics: dict[str, dict] = {}
 
     # ---- training -------------------------------------------------------------------
-    def _item_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _item_loss(self, hidden: torch.Tensor, targets: torch.Tensor, mixture: Mixture | None = None) -> torch.Tensor:
         spec, kwargs = self.loss_spec, dict(self.loss_options)
+        if mixture is not None:
+            kwargs["mixture"] = mixture
         if spec.negatives != NEGATIVES_NONE:
             if spec.negatives == NEGATIVES_ONE:
                 shape = (*targets.shape, 1)
@@ -242,7 +244,12 @@ class SeqRecModule(RankingModule):
         with self._training_autocast():
             hidden = self.encoder(batch["inputs"], batch.get("events"), self.length_groups, positions)
         hidden = hidden.float()  # the losses and heads take fp32 (a no-op without autocast)
-        item = self._item_loss(hidden, targets)
+        mixture = None
+        if self.encoder.transitions is not None:
+            kept = batch["targets"] != PAD_ID
+            kept_hidden, kept_targets = (hidden, targets) if positions is not None else (hidden[kept], targets[kept])
+            mixture = self.encoder.loss_mixture(kept_hidden, batch["inputs"], kept, kept_targets)
+        item = self._item_loss(hidden, targets, mixture)
         logged, loss = item, item_share * item
         if self.heads is not None:
             self.log("train/item_loss", item, on_step=False, on_epoch=True, batch_size=B)
@@ -275,7 +282,7 @@ class SeqRecModule(RankingModule):
     # ---- evaluation -----------------------------------------------------------------
     def score(self, inputs: torch.Tensor, events: torch.Tensor | None = None) -> torch.Tensor:
         """Full-catalogue scores (B, V) for left-padded histories."""
-        return score_items(self.encoder.last_state(inputs, events), self.encoder.item_weights())
+        return self.encoder.score(self.encoder.last_state(inputs, events), inputs)
 
     def _eval_scores(self, batch: EvalBatch) -> torch.Tensor:
         state = self.encoder.last_state(batch["inputs"], batch.get("events"))  # (B, D)
@@ -290,7 +297,7 @@ class SeqRecModule(RankingModule):
                 out["purchase_prob"] = purchase_logits.sigmoid()
                 out["purchase_label"] = batch["purchase"]
             self._actions.append(out)
-        return score_items(state, self.encoder.item_weights())
+        return self.encoder.score(state, batch["inputs"])
 
     def _eval_end(self, stage: str, extra: dict[str, float] | None = None) -> None:
         if not self._actions:

@@ -73,6 +73,8 @@ def _can_plot(study: optuna.Study, name: str) -> str | None:
         varied = [k for k in complete[0].params if len({repr(t.params.get(k)) for t in complete}) > 1]
         if len(complete) < 2 or not varied:
             return "importances need two complete trials with different parameters"
+        if len({t.value for t in complete}) < 2:  # fANOVA has no variance to split
+            return "importances need complete trials with different objective values"
     if name == "intermediate" and not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
         return "no intermediate values reported"
     return None

@@ -41,7 +41,9 @@ def _cfg(path: Path, tmp_path: Path, model: str = "sasrec", exclude_seen: bool =
     return ExperimentConfig.from_dict({
         "name": model, "seed": 5, "output_dir": str(tmp_path),
         "data": {"name": "planted", "format": "csv", "path": str(path), "split": split},
-        "model": {"name": model, "dim": 16, "n_blocks": 1, "n_heads": 1, "max_len": 8, "dropout": 0.1},
+        # the independent scorer below reads plain dot products: no transition head
+        "model": {"name": model, "dim": 16, "n_blocks": 1, "n_heads": 1, "max_len": 8, "dropout": 0.1,
+                  "transition_lags": 0},
         "train": {"batch_size": 32, "lr": 0.01, "max_epochs": 6, "patience": 10, "progress_bar": False,
                   "num_threads": 1},
         "eval": {"ks": list(KS), "monitor": "ndcg@10", "exclude_seen": exclude_seen},

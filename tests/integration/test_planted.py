@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from recsys.config import ExperimentConfig
-from recsys.data.synthetic import optimal_metrics, planted_markov_log, successor_hit_rate
+from recsys.data.synthetic import (
+    mixture_oracle_metrics,
+    optimal_metrics,
+    planted_markov_log,
+    planted_mixture_log,
+    successor_hit_rate,
+)
 from recsys.training.run import fit
 
 
@@ -28,21 +34,26 @@ def test_generator_follows_its_chain_and_optimum_is_hand_checkable():
          "mrr@10": q + (1 - q) / 2})
 
 
-def test_trained_model_reaches_90_percent_of_optimal_and_never_exceeds_102(tmp_path):
-    log = planted_markov_log(n_users=1200, n_items=200, p_follow=0.7, min_len=6, max_len=14, seed=3)
+def test_default_config_beats_the_count_table_and_reaches_80_percent_of_the_oracle(tmp_path):
+    """`fit` with library defaults (only the epochs capped) on a log with stochastic lag-1
+    and lag-2 successors, latent per-user tastes, popularity skew and variable lengths
+    (``planted_mixture_log``): 2,000 users x 400 items, about 60k events; 8 epochs take
+    about a minute on 2 cores. Measured when written: defaults 0.86 of the oracle, the
+    first-order count table (`transitions`) 0.70. A bigram model cannot pass this."""
+    log = planted_mixture_log(2000, 400, mean_len=30.0, seed=4)
     path = tmp_path / "planted.csv"
-    log.frame.rename(columns={"user": "user_id", "item": "item_id"}).to_csv(path, index=False)
-    cfg = ExperimentConfig.from_dict({
-        "name": "planted", "seed": 0, "output_dir": str(tmp_path / "runs"),
-        "data": {"name": "planted", "format": "csv", "path": str(path)},
-        "model": {"dim": 32, "n_blocks": 1, "n_heads": 1, "max_len": 10, "dropout": 0.1},
-        "train": {"batch_size": 128, "lr": 0.005, "max_epochs": 8, "patience": 3, "progress_bar": False},
-        "eval": {"ks": [1, 10], "monitor": "ndcg@10"},
-    })
-    metrics = fit(cfg, tmp_path / "run").metrics
-    for split, from_end in (("valid", 2), ("test", 1)):
-        # The optimum on these very targets: only the (tiny) tied remainder is left to chance.
-        best = optimal_metrics(log, (1, 10), q=successor_hit_rate(log, from_end))
-        ratio = metrics[split]["ndcg@10"] / best["ndcg@10"]
-        assert 0.90 <= ratio <= 1.02, (split, metrics[split]["ndcg@10"], best["ndcg@10"])
-        assert metrics[split]["hr@1"] <= best["hr@1"] + 0.01  # luck on a non-successor target is rare
+    log.frame.to_csv(path, index=False)
+    data = {"name": "planted", "format": "csv", "path": str(path), "user_col": "user", "item_col": "item",
+            "time_col": "timestamp"}
+    oracle = {"valid": mixture_oracle_metrics(log, 2, (10,)), "test": mixture_oracle_metrics(log, 1, (10,))}
+    counts = fit(ExperimentConfig.from_dict({"name": "transitions", "output_dir": str(tmp_path / "runs"),
+                                             "data": data, "model": {"name": "transitions"}}),
+                 tmp_path / "transitions").metrics
+    metrics = fit(ExperimentConfig.from_dict({"name": "defaults", "output_dir": str(tmp_path / "runs"), "data": data,
+                                              "train": {"max_epochs": 8, "progress_bar": False}}),
+                  tmp_path / "defaults").metrics
+    for split in ("valid", "test"):
+        ratio = metrics[split]["ndcg@10"] / oracle[split]["ndcg@10"]
+        assert 0.80 <= ratio <= 1.02, (split, metrics[split]["ndcg@10"], oracle[split]["ndcg@10"])
+        assert metrics[split]["ndcg@10"] > counts[split]["ndcg@10"] + 0.03, (split, metrics, counts)
+    assert counts["test"]["ndcg@10"] < 0.75 * oracle["test"]["ndcg@10"]  # the log is not a bigram log

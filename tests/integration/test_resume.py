@@ -21,7 +21,9 @@ from recsys.data.synthetic import optimal_metrics, planted_markov_log, successor
 
 EXE = str(Path(sys.executable).with_name("recsys"))
 PATHS = {
-    "plain": ["train.loss=ce", "train.length_groups=1", "model.dropout_sampler=bernoulli"],
+    "plain": ["train.loss=ce", "train.length_groups=1", "model.dropout_sampler=bernoulli", "model.transition_lags=0",
+              "train.logit_precision=fp32", "train.encoder_precision=fp32"],
+    # the library defaults: the fast path in bf16 with the transition head
     "fast": ["train.loss=ce_chunked", "train.length_groups=4", "model.dropout_sampler=uniform"],
 }
 TIMINGS = ("wall_time_s", "cpu_time_s")  # the only fields of metrics.json a rerun may change

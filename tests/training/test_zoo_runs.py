@@ -44,9 +44,13 @@ def _cfg(log: Path, tmp_path: Path, **sections) -> ExperimentConfig:
         "name": "zoo", "seed": 3, "output_dir": str(tmp_path),
         "data": {"name": "planted", "format": "csv", "path": str(log), "names": ["user", "item", "behavior", "ts"],
                  "user_col": "user", "item_col": "item", "time_col": "ts"},
-        "model": {"dim": 16, "n_blocks": 1, "n_heads": 1, "max_len": 8, "dropout": 0.0},
+        # the plain path, pinned: each test switches on what it is about (the library
+        # defaults are the fast path in bf16 and the transition head, tested on their own)
+        "model": {"dim": 16, "n_blocks": 1, "n_heads": 1, "max_len": 8, "dropout": 0.0,
+                  "dropout_sampler": "bernoulli", "transition_lags": 0},
         "train": {"batch_size": 32, "lr": 0.01, "max_epochs": 3, "patience": 10, "progress_bar": False,
-                  "num_threads": 1, "n_negatives": 8},
+                  "num_threads": 1, "n_negatives": 8, "loss": "ce", "length_groups": 1,
+                  "logit_precision": "fp32", "encoder_precision": "fp32"},
         "eval": {"ks": [1, 10], "monitor": "ndcg@10"},
     }
     for section, values in sections.items():
@@ -193,9 +197,11 @@ def markov(tmp_path_factory):
         cfg = ExperimentConfig.from_dict({
             "name": "planted", "seed": 0, "output_dir": str(tmp),
             "data": {"name": "planted", "format": "csv", "path": str(path)},
-            "model": {"dim": 32, "n_blocks": 1, "n_heads": 1, "max_len": 10, "dropout": 0.2},
+            # the plain path, pinned (the library defaults are the fast path and the head)
+            "model": {"dim": 32, "n_blocks": 1, "n_heads": 1, "max_len": 10, "dropout": 0.2,
+                      "dropout_sampler": "bernoulli", "transition_lags": 0},
             "train": {"batch_size": 128, "lr": 0.005, "max_epochs": 8, "patience": 3, "progress_bar": False,
-                      "num_threads": 1},
+                      "num_threads": 1, "loss": "ce", "length_groups": 1},
             "eval": {"ks": [10], "monitor": "ndcg@10"},
         }).with_overrides(overrides)
         return fit(cfg, tmp / name).metrics["test"]["ndcg@10"] / best

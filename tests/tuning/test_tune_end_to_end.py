@@ -38,7 +38,7 @@ name: tiny
 seed: 7
 output_dir: {tmp / 'runs'}
 data: {{name: planted, format: csv, path: {tmp / 'events.csv'}}}
-model: {{dim: 16, n_blocks: 1, n_heads: 1, max_len: 8, dropout: 0.0}}
+model: {{dim: 16, n_blocks: 1, n_heads: 1, max_len: 8, dropout: 0.0, transition_lags: 0}}
 train: {{batch_size: 32, lr: 0.01, max_epochs: 4, patience: 20, num_threads: 1, progress_bar: false}}
 eval: {{ks: [1, 10], monitor: ndcg@10}}
 """)

@@ -1,0 +1,157 @@
+"""The transition head: its counts, its leave-one-out training terms, its mixture loss
+kernel against plain autograd, and its served probabilities."""
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.nn.encoder import SASRecEncoder
+from recsys.nn.heads import TransitionHead
+from recsys.nn.losses import Mixture, chunked_ce, full_ce, sampled_softmax
+from recsys.types import PAD_ID
+
+
+def mixture_loss_by_hand(h, w, t, base, rest):
+    """-mean log(base softmax(h w^T)[t] + rest), each row written out."""
+    rows = []
+    for i in range(h.shape[0]):
+        p0 = torch.softmax(w @ h[i], dim=0)[t[i] - 1]
+        rows.append(-torch.log(base[i] * p0 + rest[i]))
+    return torch.stack(rows).mean()
+
+
+@pytest.mark.parametrize("loss", ["full", "chunked"])
+def test_mixture_kernel_matches_autograd_values_and_gradients(loss):
+    torch.manual_seed(0)
+    N, D, V = 37, 6, 23
+    h = torch.randn(N, D, requires_grad=True)
+    w = torch.randn(V, D, requires_grad=True)
+    t = torch.randint(1, V + 1, (N,))
+    gate_logits = torch.randn(N, 3, requires_grad=True)
+    lag_p = torch.rand(N) * (torch.rand(N) > 0.3)  # some rows: no transition mass on the target
+
+    def terms(logits):
+        g = torch.softmax(logits, dim=1)
+        return g[:, 0], g[:, 1] * lag_p
+
+    out = (full_ce(h, w, t, mixture=Mixture(*terms(gate_logits))) if loss == "full"
+           else chunked_ce(h, w, t, 8, mixture=Mixture(*terms(gate_logits))))
+    (3 * out).backward()  # a weight other than 1 takes backward's scaling branch
+    grads = [x.grad.clone() for x in (h, w, gate_logits)]
+    for x in (h, w, gate_logits):
+        x.grad = None
+    ref = mixture_loss_by_hand(h, w, t, *terms(gate_logits))
+    (3 * ref).backward()
+    assert float(out) == pytest.approx(float(ref), rel=1e-5)
+    for got, x in zip(grads, (h, w, gate_logits)):
+        assert torch.allclose(got, x.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_mixture_kernel_in_bf16_is_close_to_fp32():
+    torch.manual_seed(1)
+    N, D, V = 64, 16, 300
+    h, w = torch.randn(N, D) * 0.5, torch.randn(V, D) * 0.5
+    t = torch.randint(1, V + 1, (N,))
+    base, rest = torch.full((N,), 0.6), torch.rand(N) * 0.2
+    exact = chunked_ce(h, w, t, 16, "fp32", Mixture(base, rest))
+    low = chunked_ce(h, w, t, 16, "bf16", Mixture(base, rest))
+    assert float(low) == pytest.approx(float(exact), rel=2e-2)
+
+
+def head_on(sequences, n_items, lags=2, width=3, dim=4):
+    head = TransitionHead(n_items, dim, lags, width)
+    items = np.concatenate([np.asarray(s) for s in sequences])
+    lengths = np.array([len(s) for s in sequences])
+    start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    head.fit_pattern(items, start, start + lengths)
+    return head
+
+
+def test_fit_pattern_counts_pairs_within_users_and_keeps_the_most_frequent():
+    # lag 1 pairs: (1,2) x3, (2,3) x2, (2,4) x1, (3,1) x1, (4,2) x1; none across users
+    head = head_on([[1, 2, 3, 1, 2, 4], [2, 3], [4, 2], [1, 2]], n_items=4, width=2)
+    assert head.cols[0, 1].tolist() == [2, 0] and head.counts[0, 1].tolist() == [3, 0]
+    assert head.cols[0, 2].tolist() == [3, 4] and head.counts[0, 2].tolist() == [2, 1]
+    assert head.totals[0, 2] == 3  # every item that followed 2, kept in the width or not
+    assert head.cols[1, 1].tolist() == [3, 4] and head.counts[1, 1].tolist() == [1, 1]  # 1 _ 3, 1 _ 4
+    assert head.totals[0, PAD_ID] == 0 and head.counts[:, PAD_ID].sum() == 0
+
+
+def test_training_terms_leave_the_own_pair_out():
+    head = head_on([[1, 2, 3], [1, 2, 4], [1, 2, 4], [3, 4]], n_items=4, lags=1, width=4)
+    with torch.no_grad():
+        head.discount_logit.fill_(-30.0)  # discount ~0: plain relative counts
+    inputs = torch.tensor([[1, 2]])
+    positions = torch.tensor([[False, True]])  # target after 2
+    state = torch.zeros(1, 4)
+    # 2 -> 3 was seen once: without its own occurrence nothing is left to predict it
+    base, rest = head.training_mixture(state, inputs, positions, torch.tensor([3]))
+    assert float(rest) == pytest.approx(0.0, abs=1e-6)
+    # 2 -> 4 was seen twice: the other occurrence of the 2 left (2 -> 4 once, 2 -> 3 once)
+    base, rest = head.training_mixture(state, inputs, positions, torch.tensor([4]))
+    g_lag = 1.0 - float(base)  # zero gate weights: equal logits, so g_lag = 1/2
+    assert g_lag == pytest.approx(0.5)
+    assert float(rest) == pytest.approx(g_lag * 0.5, abs=1e-6)
+
+
+def test_served_probabilities_sum_to_one_and_follow_the_counts():
+    head = head_on([[1, 2, 3], [1, 2, 3], [1, 2, 4], [3, 4]], n_items=5, lags=2, width=4)
+    torch.manual_seed(0)
+    state, w = torch.randn(3, 4), torch.randn(5, 4)
+    inputs = torch.tensor([[0, 1, 2], [0, 0, 5], [0, 0, 0]])
+    logp = head.log_probs(state, w, inputs)  # (3, 6)
+    assert torch.isneginf(logp[:, PAD_ID]).all()
+    assert torch.allclose(logp[:, 1:].exp().sum(dim=1), torch.ones(3), atol=1e-6)
+    # after 1, 2 the lag-1 counts favour 3 over 4 (2 vs 1): 3 gains more than 4 over the softmax
+    softmax = torch.softmax(state @ w.T, dim=1)
+    gain = logp[0, 1:].exp() - softmax[0] * logp[0, 1:].exp()[0] / softmax[0, 0]
+    assert gain[2] > gain[3] > 0
+    # an unseen source (5) or an empty history leaves only the softmax
+    assert torch.allclose(logp[1:, 1:], torch.log_softmax(state[1:] @ w.T, dim=1), atol=1e-6)
+
+
+def test_training_terms_and_served_scores_read_the_same_sources():
+    # the pairs are seen 500 times each, so leaving one occurrence out changes little:
+    # the loss's probability of each target and the served one must then agree, which
+    # fails if either side reads its lags off by one position
+    torch.manual_seed(0)
+    enc = SASRecEncoder(6, dim=8, n_blocks=1, max_len=5, dropout=0.0, transition_lags=2, transition_width=3)
+    head = enc.transitions
+    seqs = [[1, 2, 3, 4, 5], [2, 1, 3, 5, 4], [6, 2, 1, 4, 3]] * 500
+    items = np.concatenate(seqs)
+    start = np.arange(0, len(items), 5)
+    head.fit_pattern(items, start, start + 5)
+    with torch.no_grad():
+        head.gate.bias.copy_(torch.tensor([-3.0, 0.0, 0.0]))  # lean on the lags
+    enc.eval()
+    inputs = torch.tensor([[0, 1, 2, 3, 4]])
+    targets = torch.tensor([2, 3, 4, 5])
+    for i in range(4):
+        prefix = inputs[:, : i + 2]  # (positions count back from the end: a prefix is its own input)
+        state = enc.last_state(prefix)  # (1, D)
+        served = float(enc.score(state, prefix)[0, targets[i]].exp())
+        newest = torch.zeros(1, i + 2, dtype=torch.bool)
+        newest[0, -1] = True
+        base, rest = head.training_mixture(state, prefix, newest, targets[i : i + 1])
+        p0 = torch.softmax(state[0] @ enc.item_weights().T, dim=0)[targets[i] - 1]
+        assert float(base * p0 + rest) == pytest.approx(served, rel=1e-2)
+        assert float(rest) > 0.25  # the lags carry these targets
+    # causality: changing a later item leaves an earlier position's served scores unchanged
+    changed = inputs.clone()
+    changed[0, 4] = 6
+    a = enc.score(enc.last_state(inputs[:, :3]), inputs[:, :3])
+    b = enc.score(enc.last_state(changed[:, :3]), changed[:, :3])
+    assert torch.equal(a, b)
+    assert not torch.equal(enc.score(enc.last_state(inputs), inputs), enc.score(enc.last_state(changed), changed))
+
+
+def test_sampled_softmax_takes_the_mixture():
+    torch.manual_seed(0)
+    h, w = torch.randn(5, 1, 4, requires_grad=True), torch.randn(9, 4)
+    t = torch.randint(1, 10, (5, 1))
+    neg = torch.randint(1, 10, (6,))
+    plain = sampled_softmax(h, w, t, neg)
+    same = sampled_softmax(h, w, t, neg, mixture=Mixture(torch.ones(5), torch.zeros(5)))
+    assert float(same) == pytest.approx(float(plain), rel=1e-6)
+    helped = sampled_softmax(h, w, t, neg, mixture=Mixture(torch.full((5,), 0.5), torch.full((5,), 0.5)))
+    assert float(helped) < float(plain)
