@@ -232,12 +232,15 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
             torch.sum(p, dim=1, out=rest[rows])
             if with_grad:
                 p[at, tc] = rest[rows].neg()  # softmax - onehot; the 1 / n after the products
-                if mixed:  # each row's responsibility r (``_mixture_terms``)
+                if mixed:  # each row's responsibility r (``_mixture_terms``), applied to the
+                    # products' small operands and results, not to the (chunk, V) buffer
                     log_p = p_t[rows].float().log()
-                    r = _mixture_terms(log_p, mix_base[rows], mix_rest[rows])[1]
-                    p.mul_(r.to(p.dtype)[:, None])
-                grad_h[rows] = (p @ w_lo).div_(n)
-                grad_w += torch.mm(p.T, h_lo[rows], out=gw)
+                    r = _mixture_terms(log_p, mix_base[rows], mix_rest[rows])[1]  # (chunk,)
+                    grad_h[rows] = (p @ w_lo).float().mul_((r / n)[:, None])
+                    grad_w += torch.mm(p.T, (h_lo[rows] * r.to(h_lo.dtype)[:, None]), out=gw)
+                else:
+                    grad_h[rows] = (p @ w_lo).div_(n)
+                    grad_w += torch.mm(p.T, h_lo[rows], out=gw)
         if with_grad:
             grad_w.div_(n)
         # each row's loss, all rows at once: -log p_t, or -log(1 - rest) above 1/2
