@@ -13,7 +13,6 @@ baselines fitted on training pairs, and the purchase-within-k head against the b
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from zoo import ROOT, run_config, status  # noqa: E402
+
+from recsys import rundir  # noqa: E402  (zoo put the checkout on sys.path)
 
 EXPERIMENTS = ROOT / "experiments" / "taobao-sample"
 RUNS = ROOT / "benchmarks" / "next-action-runs"
@@ -57,8 +58,7 @@ def _extra(threads: int) -> list[str]:
 
 
 def table() -> str:
-    done = {k: json.loads((RUNS / k / "metrics.json").read_text()) for k, _ in CONFIGS
-            if (RUNS / k / "metrics.json").is_file()}
+    done = {k: rundir.read_metrics(RUNS / k) for k, _ in CONFIGS if rundir.has_metrics(RUNS / k)}
     out = [
         "# Next action on the Taobao UserBehavior sample",
         "",

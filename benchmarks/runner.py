@@ -7,8 +7,8 @@
     .venv/bin/python benchmarks/runner.py --time-epochs   # time one epoch per config, estimate the matrix
 
 Layout: ``<results>/<dataset>/<config-stem>/seed<N>/`` is the run directory that
-``recsys fit`` writes (config.yaml, metrics.json, ranks.npz, status.json; checkpoints and
-logs are git-ignored), plus ``result.json``: the metrics and the provenance needed to
+``recsys fit`` writes (``recsys.rundir`` names its files; checkpoints and logs are
+git-ignored), plus ``result.json``: the metrics and the provenance needed to
 reproduce and compare the run (config hash, dataset fingerprint, seed, git commit,
 versions, hardware, wall time).
 
@@ -29,14 +29,13 @@ Run it from a clean checkout (``git worktree add --detach /tmp/bench HEAD``, the
 uncommitted edits in a shared checkout would leak into results (``git_commit`` in
 result.json ends in ``-dirty`` when that happens).
 
-Uses only the public API (``recsys.config.ExperimentConfig``) and CLI.
+Uses only the public API (``recsys.config.ExperimentConfig``, ``recsys.rundir``) and CLI.
 """
 
 from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import os
 import platform
 import resource
@@ -56,12 +55,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # config hash here and the `recsys fit` subprocesses (run with cwd=ROOT) see the same code.
 sys.path.insert(0, str(ROOT))
 
+from recsys import rundir  # noqa: E402
 from recsys.config import ExperimentConfig  # noqa: E402
-from recsys.report.results import EXCLUDED_DATASETS, config_hash, run_config_hash  # noqa: E402
+from recsys.report.results import EXCLUDED_DATASETS, RESULT, config_hash, run_config_hash  # noqa: E402
 from recsys.training.provenance import process_alive  # noqa: E402
-
-# Inside a run directory (the layout `recsys fit` documents): the full state after each epoch.
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 EXPERIMENTS = ROOT / "experiments"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -140,14 +137,6 @@ def resolve_config(cell: Cell, overrides: list[str]) -> ExperimentConfig:
 # ---- status of a cell ----------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
 def cell_status(run_dir: Path, expected_hash: str) -> str:
     """``complete`` | ``recoverable`` (run done, result.json missing) | ``stale`` | ``missing``.
 
@@ -157,14 +146,13 @@ def cell_status(run_dir: Path, expected_hash: str) -> str:
     runner would run now, so a config field added to the library since (with its default)
     does not make old results stale, while any changed value does.
     """
-    status = _read_json(run_dir / "status.json")
-    if status is None or status.get("status") != "complete":
+    if not rundir.is_complete(run_dir):
         return "missing"
     if run_config_hash(run_dir) != expected_hash:  # None when config.yaml no longer loads
         return "stale"
-    if _read_json(run_dir / "result.json") is not None:
+    if rundir.read_json(run_dir / RESULT) is not None:
         return "complete"
-    if (run_dir / "metrics.json").is_file() and (run_dir / "ranks.npz").is_file():
+    if rundir.has_results(run_dir):
         return "recoverable"
     return "stale"
 
@@ -201,7 +189,7 @@ def _children_cpu_s() -> float:
 def build_result(cell: Cell, cfg: ExperimentConfig, run_dir: Path, overrides: list[str], quick: bool,
                  command: list[str] | None, process_s: float | None, process_cpu_s: float | None = None) -> dict:
     """result.json: the run's metrics plus everything needed to reproduce and compare it."""
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    metrics = rundir.read_metrics(run_dir)
     split = cfg.data.split
     split_label = "leave-one-out" if split == "loo" else (
         f"temporal (test cut at the {cfg.data.split_quantile} quantile of event time, "
@@ -243,14 +231,8 @@ def build_result(cell: Cell, cfg: ExperimentConfig, run_dir: Path, overrides: li
         "hardware": hardware(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": None if command is None else shlex.join(command),
-        "files": {"config": "config.yaml", "metrics": "metrics.json", "ranks": "ranks.npz"},
+        "files": {"config": rundir.CONFIG, "metrics": rundir.METRICS, "ranks": rundir.RANKS},
     }
-
-
-def _write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ---- running -------------------------------------------------------------------------------
@@ -273,14 +255,12 @@ def unfinished_action(run_dir: Path, expected_hash: str) -> str:
     checkpoint yet); it is deleted and the cell starts over. ``busy``: a live process is
     still writing it; the cell is left alone.
     """
-    partial = run_dir.with_name(run_dir.name + ".partial")
+    partial = rundir.partial_dir(run_dir)
     if not partial.exists():
         return "fresh"
-    status = _read_json(partial / "status.json") or {}
-    if status.get("status") == "running" and process_alive(status.get("pid")):
+    if process_alive(rundir.running_pid(partial)):
         return "busy"
-    resumable = status.get("status") in ("interrupted", "running")
-    if resumable and (partial / LAST_CHECKPOINT).is_file() and run_config_hash(partial) == expected_hash:
+    if rundir.is_resumable(partial) and run_config_hash(partial) == expected_hash:
         return "resume"
     return "restart"
 
@@ -302,12 +282,12 @@ def run_cell(cell: Cell, results: Path, overrides: list[str], quick: bool) -> di
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     unfinished = unfinished_action(run_dir, config_hash(cfg))
     if unfinished == "busy":
-        raise RuntimeError(f"{cell.label()}: {run_dir}.partial belongs to a running process; left alone")
+        raise RuntimeError(f"{cell.label()}: {rundir.partial_dir(run_dir)} belongs to a running process; left alone")
     if unfinished == "restart":
-        shutil.rmtree(run_dir.with_name(run_dir.name + ".partial"))
+        shutil.rmtree(rundir.partial_dir(run_dir))
     if unfinished == "resume":
         command = [sys.executable, "-m", "recsys.cli", "fit", "--resume", str(run_dir)]
-        print(f"    resuming the interrupted run in {run_dir.name}.partial", flush=True)
+        print(f"    resuming the interrupted run in {rundir.partial_dir(run_dir).name}", flush=True)
     else:
         command = fit_command(cell, run_dir, overrides)
     log = run_dir.with_name(run_dir.name + ".log")
@@ -319,7 +299,7 @@ def run_cell(cell: Cell, results: Path, overrides: list[str], quick: bool) -> di
         tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
         raise RuntimeError(f"{cell.label()}: recsys fit exited with {proc.returncode}; log {log}:\n  " + "\n  ".join(tail))
     result = build_result(cell, cfg, run_dir, overrides, quick, command, elapsed, cpu)
-    _write_json(run_dir / "result.json", result)
+    rundir.write_json(run_dir / RESULT, result)
     return result
 
 
@@ -376,10 +356,10 @@ def time_epochs(configs: list[Path], overrides: list[str], results: Path, seeds:
             if proc.returncode != 0:
                 print(f"  {cell.dataset}/{cell.stem}: failed ({proc.stderr.strip().splitlines()[-1:]})")
                 continue
-            metrics = json.loads((run_dir / "metrics.json").read_text())
+            metrics = rundir.read_metrics(run_dir)
             wall, cpu_s = metrics["wall_time_s"], metrics.get("cpu_time_s")
-            done = [r for r in (_read_json(p) for p in (results / cell.dataset / cell.stem).glob("seed*/result.json"))
-                    if r is not None and r.get("epochs")]
+            finished = (results / cell.dataset / cell.stem).glob(f"seed*/{RESULT}")
+            done = [r for r in map(rundir.read_json, finished) if r is not None and r.get("epochs")]
             resolved = resolve_config(cell, overrides)
             if metrics.get("epochs") == 0:  # a baseline: fitted by counting, no epochs
                 epochs, done = 0, []
@@ -404,7 +384,7 @@ def time_epochs(configs: list[Path], overrides: list[str], results: Path, seeds:
         r["measured_at"] = measured_at
     # Timings accumulate like results: rows of configs not timed now are kept from the last
     # file when they were taken with the same overrides and seeds.
-    previous = _read_json(results / "epoch_times.json") or {}
+    previous = rundir.read_json(results / "epoch_times.json") or {}
     if previous.get("overrides") == overrides and previous.get("seeds") == seeds:
         timed = {(r["dataset"], r["config"]) for r in rows}
         rows = [r for r in previous.get("configs", []) if (r["dataset"], r["config"]) not in timed] + rows
@@ -412,7 +392,7 @@ def time_epochs(configs: list[Path], overrides: list[str], results: Path, seeds:
     doc = {"hardware": hardware(), "overrides": overrides, "seeds": seeds, "assume_epochs": assume_epochs,
            "measured_at": measured_at, "configs": rows, "total_s": round(total, 1)}
     results.mkdir(parents=True, exist_ok=True)
-    _write_json(results / "epoch_times.json", doc)
+    rundir.write_json(results / "epoch_times.json", doc)
     print(f"estimated wall time of the matrix: {total / 3600:.1f} h ({len(rows)} configs x {seeds} seeds, one run at a time)")
     return doc
 
@@ -484,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = cell.run_dir(results)
             if action == "recover":  # the run finished but its result.json was never written
                 cfg = resolve_config(cell, overrides)
-                _write_json(run_dir / "result.json", build_result(cell, cfg, run_dir, overrides, args.quick, None, None))
+                rundir.write_json(run_dir / RESULT, build_result(cell, cfg, run_dir, overrides, args.quick, None, None))
                 print(f"[{i}/{len(todo)}] {cell.label()}: result.json rebuilt from the finished run")
                 continue
             print(f"[{i}/{len(todo)}] {cell.label()} ...", flush=True)

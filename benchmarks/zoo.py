@@ -16,7 +16,6 @@ regeneration shows partial results as it goes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -26,11 +25,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from recsys import rundir  # noqa: E402
 from recsys.config import ExperimentConfig  # noqa: E402
 
 EXPERIMENTS = ROOT / "experiments" / "s3rec-beauty"
@@ -104,15 +102,14 @@ def status(config: Path, run: Path, extra: list[str]) -> str:
 
     The recorded config is re-read with today's code, so a config field added since (with its
     default) does not make a finished run stale."""
-    if not (run / "metrics.json").is_file():
+    if not rundir.has_metrics(run):
         return "missing"
-    done = ExperimentConfig.from_yaml(run / "config.yaml")
-    return "complete" if done == ExperimentConfig.from_yaml(config).with_overrides(extra) else "stale"
+    return "stale" if rundir.is_stale(run, ExperimentConfig.from_yaml(config).with_overrides(extra)) else "complete"
 
 
 def run_config(config: Path, run: Path, extra: list[str]) -> int:
     """``recsys fit`` in a subprocess (public CLI), output to ``<run>.log``; replaces old output."""
-    for old in (run, run.with_name(run.name + ".partial")):
+    for old in (run, rundir.partial_dir(run)):
         if old.exists():
             shutil.rmtree(old)
     cmd = [sys.executable, "-m", "recsys.cli", "fit", "--config", str(config), "--run-dir", str(run), *extra]
@@ -131,8 +128,7 @@ def _fmt(x: float | None, digits: int = 4) -> str:
 
 
 def table() -> str:
-    done = {r.key: json.loads((RUNS / r.key / "metrics.json").read_text())
-            for r in ROWS if (RUNS / r.key / "metrics.json").is_file()}
+    done = {r.key: rundir.read_metrics(RUNS / r.key) for r in ROWS if rundir.has_metrics(RUNS / r.key)}
     lines = [
         "# Model zoo on S3-Rec Beauty",
         "",
@@ -160,7 +156,7 @@ def table() -> str:
             lines.append(f"| {r.model} | {r.loss} | {cfg} | pending | | | | | |")
             continue
         t, epochs = m["wall_time_s"]["train"], m["epochs"]
-        cap = yaml.safe_load((RUNS / r.key / "config.yaml").read_text())["train"]["max_epochs"]
+        cap = rundir.read_config(RUNS / r.key).train.max_epochs
         capped = " cap" if r.neural and epochs >= cap else ""
         per_epoch = f"{t / epochs:.0f}" if epochs else "-"
         best = f" ({m['best_epoch']})" if r.neural else ""

@@ -55,18 +55,16 @@ def _training_item_counts(run_dir: Path):
     """Per-token counts of the run's training split, recomputed from its data.
 
     Refuses data whose fingerprint differs from the one the run recorded."""
-    import json
-
     import numpy as np
 
-    from recsys.config import ExperimentConfig
+    from recsys import rundir
     from recsys.data.datamodule import SeqDataModule
     from recsys.data.vocab import Vocab
     from recsys.errors import ArtifactError
 
-    cfg = ExperimentConfig.from_yaml(run_dir / "config.yaml")
-    vocab = Vocab.load(run_dir / "vocab.json")
-    recorded = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))["dataset"]["fingerprint"]
+    cfg = rundir.read_config(run_dir)
+    vocab = Vocab.load(run_dir / rundir.VOCAB)
+    recorded = rundir.read_metrics(run_dir)["dataset"]["fingerprint"]
     try:
         dm = SeqDataModule(cfg.data, cfg.model.max_len, cfg.train.batch_size, cfg.eval.batch_size, cfg.seed,
                            vocab=vocab).prepare()

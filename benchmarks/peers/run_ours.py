@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import recsys
+    from recsys import rundir
     from recsys.config import ExperimentConfig
     from recsys.training.run import fit
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     clock, budget = EpochClock(), Budget(args.budget_minutes * 60)
     with tempfile.TemporaryDirectory(prefix="recsys-peers-") as tmp:
         result = fit(cfg, Path(tmp) / "run", callbacks=[clock, budget])
-        test_ranks = torch.from_numpy(np.load(result.run_dir / "ranks.npz")["test"].astype(np.int64))
+        test_ranks = torch.from_numpy(rundir.read_ranks(result.run_dir, "test").astype(np.int64))
     m = result.metrics
     epochs = [{"epoch": i + 1, "train_s": t, "val_s": v, "val_ndcg10": n}
               for i, (t, v, n) in enumerate(zip(clock.train, clock.val, clock.val_ndcg))]

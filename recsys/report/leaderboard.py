@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from recsys import rundir
 from recsys.eval.stats import bootstrap_ci, mean_std, paired_bootstrap_ci, paired_permutation_test, per_user
 from recsys.report.cards import load_cards
 from recsys.report.published import DATASET_NOTES, Published, published_for
@@ -260,7 +261,7 @@ def _card_line(dataset: str, card: dict | None) -> str:
 
 def _run_config(run: BenchRun) -> dict:
     try:
-        return yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8")) or {}
+        return yaml.safe_load((run.path / rundir.CONFIG).read_text(encoding="utf-8")) or {}
     except OSError:
         return {}
 

@@ -1,7 +1,7 @@
 """Load benchmark result files and the experiment matrix they come from.
 
 A results folder holds ``<dataset>/<config>/seed<N>/`` run directories written by
-``benchmarks/runner.py``; a run counts only if its ``status.json`` says ``complete`` and
+``benchmarks/runner.py``; a run counts only if ``recsys.rundir`` calls it complete and
 it has a ``result.json`` (a crashed run stays in ``seed<N>.partial`` and is never read).
 The matrix is the set of frozen configs ``experiments/<dataset>/<config>.yaml``: every
 config is a leaderboard row, with or without results, so a new model config shows up as a
@@ -18,7 +18,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from recsys import rundir
 from recsys.config import BASELINE_NAMES, ExperimentConfig
+
+# Beside the run directory's own files (``recsys.rundir``): what benchmarks/runner.py adds.
+RESULT = "result.json"
 
 # Model names (``model.name`` in a config, or the first word of its file name) that count
 # as baselines: each model is tested against the best of these on its dataset and split.
@@ -52,6 +56,7 @@ ADDED_FIELDS = {
     ("train", "encoder_precision"): "fp32",
     ("model", "transition_lags"): 0,
     ("model", "transition_width"): 32,
+    ("model", "transition_ce_weight"): 1.0,
 }
 
 
@@ -101,8 +106,7 @@ class BenchRun:
 
     def ranks(self, split: str = "test") -> np.ndarray:
         """Per-user 1-based ranks of this run, in the data's user order."""
-        with np.load(self.path / "ranks.npz") as npz:
-            return npz[split]
+        return rundir.read_ranks(self.path, split)
 
 
 def config_hash(cfg: ExperimentConfig, with_seed: bool = True) -> str:
@@ -122,7 +126,7 @@ def config_hash(cfg: ExperimentConfig, with_seed: bool = True) -> str:
 def run_config_hash(run_dir: str | Path, with_seed: bool = True) -> str | None:
     """``config_hash`` of a run's stored ``config.yaml`` as today's code reads it (None if it cannot)."""
     try:
-        return config_hash(ExperimentConfig.from_yaml(Path(run_dir) / "config.yaml"), with_seed)
+        return config_hash(rundir.read_config(run_dir), with_seed)
     except Exception:  # a config this code cannot read (a field was removed or retyped)
         return None
 
@@ -155,22 +159,13 @@ def load_matrix(experiments: str | Path, exclude: frozenset[str] = EXCLUDED_DATA
     return entries
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
 def load_run(run_dir: str | Path) -> BenchRun | None:
     """A finished run, or None if the directory is not a complete benchmark run."""
     run_dir = Path(run_dir)
-    status = _read_json(run_dir / "status.json")
-    doc = _read_json(run_dir / "result.json")
-    if status is None or status.get("status") != "complete" or doc is None:
+    doc = rundir.read_json(run_dir / RESULT)
+    if not rundir.is_complete(run_dir) or doc is None:
         return None
-    if not (run_dir / "ranks.npz").is_file():
+    if not (run_dir / rundir.RANKS).is_file():
         return None
     wall = doc.get("wall_time_s") or {}
     return BenchRun(
@@ -198,7 +193,7 @@ def load_run(run_dir: str | Path) -> BenchRun | None:
 
 def load_runs(results: str | Path) -> list[BenchRun]:
     """Every complete run under ``results``, sorted by dataset, config and seed."""
-    runs = [load_run(p.parent) for p in sorted(Path(results).glob("*/*/seed*/result.json"))]
+    runs = [load_run(p.parent) for p in sorted(Path(results).glob(f"*/*/seed*/{RESULT}"))]
     return sorted((r for r in runs if r is not None), key=lambda r: (r.dataset, r.config, r.seed))
 
 

@@ -1,6 +1,6 @@
 """Callbacks that make a run resumable with identical results.
 
-``AtomicLastCheckpoint`` writes ``last.ckpt`` after every validation (temp file +
+``AtomicLastCheckpoint`` writes the run's last checkpoint after every validation (temp file +
 rename, so a kill mid-write leaves the previous checkpoint intact; under DDP only rank 0
 writes). ``EpochSeed`` (with ``data.datamodule.EpochBatchSampler``) makes each epoch's
 randomness a function of (seed, epoch), so a resumed run sees the same shuffles, masks

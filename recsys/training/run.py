@@ -1,11 +1,8 @@
 """Fit or evaluate one experiment config into a self-describing run directory.
 
-A run directory holds ``config.yaml`` (resolved), ``vocab.json``, ``data.json`` (dataset
-fingerprint), ``checkpoints/best.ckpt`` and ``last.ckpt`` (full state after each epoch),
-``metrics.json``, ``ranks.npz`` (per-user validation/test ranks, in the order of the
-users in the data), ``status.json`` and the CSV training log. It is built under
-``<run_dir>.partial`` (status ``running``, or ``failed`` with the error) and renamed into
-place only when every file is written, so a crashed run never looks complete.
+The run directory's files and states are ``recsys.rundir``'s: it is built in a
+``.partial`` folder and renamed into place only when every file is written, so a crashed
+run never looks complete.
 
 With ``train.devices`` x ``train.num_nodes`` > 1 the run is one Lightning DDP job: every
 process trains and evaluates its share, and rank 0 alone checks, writes and renames the
@@ -15,7 +12,6 @@ multi-node training").
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -25,12 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
+from recsys import rundir
 from recsys.config import ACTION_MONITORS, ExperimentConfig
 from recsys.data.datamodule import SeqDataModule
 from recsys.data.sequences import EventVocab
@@ -43,19 +39,15 @@ from recsys.training.callbacks import AtomicLastCheckpoint, EpochSeed
 from recsys.training.module import RankingModule
 from recsys.training.provenance import git_commit, machine, versions
 
-CHECKPOINT = Path("checkpoints") / "best.ckpt"
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
-EVENT_VOCAB = "events.json"  # action-type vocabulary, for logs with data.event_col
-
 
 def _datamodule_for_run(cfg: ExperimentConfig, run: Path) -> SeqDataModule:
     """The data of an existing run, checked against the vocabularies and fingerprint it saved."""
     try:
-        event_vocab = EventVocab.load(run / EVENT_VOCAB) if cfg.data.event_col is not None else None
-        dm = _datamodule(cfg, vocab=Vocab.load(run / "vocab.json"), event_vocab=event_vocab)
+        event_vocab = EventVocab.load(run / rundir.EVENT_VOCAB) if cfg.data.event_col is not None else None
+        dm = _datamodule(cfg, vocab=Vocab.load(run / rundir.VOCAB), event_vocab=event_vocab)
     except KeyError as exc:
         raise ArtifactError(f"{run}: the data holds items that the run's vocabulary lacks ({exc})") from exc
-    recorded = json.loads((run / "data.json").read_text(encoding="utf-8"))["fingerprint"]
+    recorded = rundir.read_fingerprint(run)
     if recorded != dm.events.fingerprint:
         raise ArtifactError(
             f"{run}: dataset fingerprint {dm.events.fingerprint[:12]} differs from the run's {recorded[:12]}; "
@@ -137,17 +129,6 @@ def default_run_dir(cfg: ExperimentConfig) -> Path:
     return Path(cfg.output_dir) / f"{cfg.data.name}-{cfg.name}-seed{cfg.seed}-{stamp}"
 
 
-def _write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def partial_dir(run_dir: Path) -> Path:
-    """Where a run lives until it completes."""
-    return run_dir.with_name(run_dir.name + ".partial")
-
-
 @contextmanager
 def _sigterm_as_interrupt():
     """Treat SIGTERM like Ctrl-C so a terminated run stops cleanly and stays resumable."""
@@ -186,17 +167,17 @@ def fit(
         # Rank 0 checks and writes the run directory; this process trains and evaluates
         # its share and writes nothing, so nothing races. (Its default run_dir may carry
         # another timestamp: the directory in use is rank 0's, broadcast in _fit_into.)
-        metrics, partial = _fit_into(cfg, partial_dir(run_dir), list(callbacks), resume, evaluator, writer=False)
-        return RunResult(partial.with_name(partial.name[: -len(".partial")]), metrics)
+        metrics, partial = _fit_into(cfg, rundir.partial_dir(run_dir), list(callbacks), resume, evaluator, writer=False)
+        return RunResult(rundir.final_dir(partial), metrics)
     if run_dir.exists():
         raise FileExistsError(f"run directory {run_dir} already exists")
-    partial = partial_dir(run_dir)
+    partial = rundir.partial_dir(run_dir)
     if resume:
-        if not (partial / "config.yaml").is_file():
+        if not rundir.has_config(partial):
             raise ArtifactError(f"{partial}: no unfinished run to resume")
         # Lightning's CSV logger starts metrics.csv afresh; the epochs logged before the
         # interruption are kept beside it (metrics.before-resume-<n>.csv), not lost.
-        log = partial / "logs" / "metrics.csv"
+        log = partial / rundir.LOGS / "metrics.csv"
         if log.is_file():
             n = len(list(log.parent.glob("metrics.before-resume-*.csv"))) + 1
             os.replace(log, log.with_name(f"metrics.before-resume-{n}.csv"))
@@ -205,30 +186,28 @@ def fit(
             f"{partial} holds an unfinished run: resume it with `recsys fit --resume {run_dir}` or delete it"
         )
     partial.mkdir(parents=True, exist_ok=resume)
-    _write_json(partial / "status.json", {"status": "running", "pid": os.getpid()})
+    rundir.mark_running(partial)
     try:
         with _sigterm_as_interrupt():
             metrics, _ = _fit_into(cfg, partial, list(callbacks), resume, evaluator)
     except (KeyboardInterrupt, SystemExit) as exc:
-        _write_json(partial / "status.json", {"status": "interrupted", "error": repr(exc), "resumable": True})
+        rundir.mark_interrupted(partial, exc)
         raise
     except BaseException as exc:
-        _write_json(partial / "status.json", {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        rundir.mark_failed(partial, exc)
         raise
-    _write_json(partial / "status.json", {"status": "complete"})
+    rundir.mark_complete(partial)
     os.replace(partial, run_dir)
     return RunResult(run_dir, metrics)
 
 
 def resume(run_dir: Path, callbacks: Sequence[pl.Callback] = ()) -> RunResult:
     """Continue an unfinished run; ``run_dir`` may name the run or its ``.partial`` folder."""
-    run_dir = Path(run_dir)
-    if run_dir.name.endswith(".partial"):
-        run_dir = run_dir.with_name(run_dir.name[: -len(".partial")])
-    config = partial_dir(run_dir) / "config.yaml"
-    if not config.is_file():
-        raise ArtifactError(f"{partial_dir(run_dir)}: no unfinished run to resume")
-    return fit(ExperimentConfig.from_yaml(config), run_dir, callbacks, resume=True)
+    run_dir = rundir.final_dir(run_dir)
+    partial = rundir.partial_dir(run_dir)
+    if not rundir.has_config(partial):
+        raise ArtifactError(f"{partial}: no unfinished run to resume")
+    return fit(rundir.read_config(partial), run_dir, callbacks, resume=True)
 
 
 def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback], resume: bool,
@@ -245,12 +224,12 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
     else:
         dm = _datamodule(cfg)
         if writer:
-            (partial / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-            dm.vocab.save(partial / "vocab.json")
-            (partial / "data.json").write_text(json.dumps({"fingerprint": dm.events.fingerprint}), encoding="utf-8")
+            rundir.write_config(partial, cfg)
+            dm.vocab.save(partial / rundir.VOCAB)
+            rundir.write_data(partial, dm.events.fingerprint)
     prepared, cpu_prepared = time.perf_counter(), time.process_time()
     if dm.event_vocab is not None and writer:
-        dm.event_vocab.save(partial / EVENT_VOCAB)
+        dm.event_vocab.save(partial / rundir.EVENT_VOCAB)
 
     module = _module(cfg, dm)
     if is_baseline(cfg):  # fitted by counting: no gradient training, no checkpoint
@@ -258,7 +237,7 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
     else:
         epochs, written = _train(cfg, module, dm, partial, callbacks, resume)
         trained, cpu_trained = time.perf_counter(), time.process_time()
-        _load_weights(module, written / CHECKPOINT)
+        _load_weights(module, written / rundir.BEST_CHECKPOINT)
     evaluator.validate(module, datamodule=dm, verbose=False)
     evaluator.test(module, datamodule=dm, verbose=False)
     partial = Path(evaluator.strategy.broadcast(str(partial)))  # rank 0's: the one written
@@ -309,40 +288,36 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
     if not writer:
         return metrics, partial
     # Per-user ranks let the leaderboard bootstrap over users and pair models user by user.
-    np.savez_compressed(
-        partial / "ranks.npz",
-        valid=module.last_ranks["val"].numpy().astype(np.int32),
-        test=module.last_ranks["test"].numpy().astype(np.int32),
-    )
-    _write_json(partial / "metrics.json", metrics)
+    rundir.write_ranks(partial, valid=module.last_ranks["val"].numpy(), test=module.last_ranks["test"].numpy())
+    rundir.write_metrics(partial, metrics)
     return metrics, partial
 
 
 def _train(cfg: ExperimentConfig, module: RankingModule, dm: SeqDataModule, partial: Path,
            callbacks: list[pl.Callback], resume: bool = False) -> tuple[int, Path]:
     """Gradient training with early stopping on validation; the best epoch is checkpointed,
-    and the full state after every epoch goes to last.ckpt, from which ``resume`` continues.
+    and the full state after every epoch goes to the last checkpoint, from which ``resume`` continues.
     Returns the epochs run and the folder the checkpoints went to (rank 0's ``partial``,
     on every process)."""
-    last = partial / LAST_CHECKPOINT
+    last = partial / rundir.LAST_CHECKPOINT
     monitor, mode = f"val/{cfg.eval.monitor}", _monitor_mode(cfg)
     checkpoint = ModelCheckpoint(
-        dirpath=partial / CHECKPOINT.parent, filename=CHECKPOINT.stem, monitor=monitor, mode=mode, save_top_k=1,
-        save_on_train_epoch_end=False,
+        dirpath=partial / rundir.BEST_CHECKPOINT.parent, filename=rundir.BEST_CHECKPOINT.stem, monitor=monitor,
+        mode=mode, save_top_k=1, save_on_train_epoch_end=False,
     )
     trainer = _trainer(
         cfg,
         max_epochs=cfg.train.max_epochs,
         callbacks=[
             EpochSeed(cfg.seed),
-            # Early stopping and checkpoints all act at validation end, so last.ckpt holds
+            # Early stopping and checkpoints all act at validation end, so the last checkpoint holds
             # their state after this epoch's check, and a resume does not re-run it.
             EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience, check_on_train_epoch_end=False),
             checkpoint,
             AtomicLastCheckpoint(last),
             *callbacks,
         ],
-        logger=CSVLogger(partial, name="logs", version=""),
+        logger=CSVLogger(partial, name=rundir.LOGS, version=""),
         gradient_clip_val=cfg.train.grad_clip or None,
         num_sanity_val_steps=0,
         log_every_n_steps=10,
@@ -354,21 +329,19 @@ def _train(cfg: ExperimentConfig, module: RankingModule, dm: SeqDataModule, part
 def evaluate(run_dir: Path) -> dict[str, dict[str, float]]:
     """Recompute validation and test metrics from a finished run's best checkpoint."""
     run_dir = Path(run_dir)
-    cfg = ExperimentConfig.from_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else None
-    needed = ["config.yaml", "vocab.json", "data.json", "metrics.json"]
+    cfg = rundir.read_config(run_dir) if rundir.has_config(run_dir) else None
+    needed = [rundir.CONFIG, rundir.VOCAB, rundir.DATA, rundir.METRICS]
     if cfg is None or not is_baseline(cfg):  # a baseline has no checkpoint: it is refitted
-        needed.append(str(CHECKPOINT))
+        needed.append(rundir.BEST_CHECKPOINT)
     if cfg is not None and cfg.data.event_col is not None:
-        needed.append(EVENT_VOCAB)
-    missing = [name for name in needed if not (run_dir / name).exists()]
-    if missing:
-        raise ArtifactError(f"{run_dir} is not a complete run directory: missing {', '.join(missing)}")
+        needed.append(rundir.EVENT_VOCAB)
+    rundir.require(run_dir, needed)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     _set_threads(cfg)
     dm = _datamodule_for_run(cfg, run_dir)
     module = _module(cfg, dm)
     if not is_baseline(cfg):
-        _load_weights(module, run_dir / CHECKPOINT)
+        _load_weights(module, run_dir / rundir.BEST_CHECKPOINT)
     evaluator = _trainer(cfg, logger=False, enable_checkpointing=False)
     evaluator.validate(module, datamodule=dm, verbose=False)
     evaluator.test(module, datamodule=dm, verbose=False)

@@ -40,10 +40,10 @@ from typing import Any
 
 import numpy as np
 import optuna
-import yaml
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
+from recsys import rundir
 from recsys.config import ExperimentConfig
 from recsys.errors import ConfigError, RecsysError
 from recsys.tuning.space import SearchSpace, load_space
@@ -278,12 +278,8 @@ def _continue_previous_attempt(setup: TuneSetup, trial: optuna.Trial, cfg: Exper
     if previous is None or not previous.user_attrs.get("run_dir"):
         return None
     run_dir = Path(previous.user_attrs["run_dir"])
-    partial = run_dir.with_name(run_dir.name + ".partial")
-    try:
-        same = yaml.safe_load((partial / "config.yaml").read_text(encoding="utf-8")) == cfg.to_dict()
-    except (OSError, yaml.YAMLError):
-        return None
-    if not same or not (partial / "checkpoints" / "last.ckpt").is_file():
+    partial = rundir.partial_dir(run_dir)
+    if not rundir.stored_config_is(partial, cfg) or not rundir.has_last_checkpoint(partial):
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the resumed run reports its first epoch again: ignored

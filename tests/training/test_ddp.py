@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 import torch
 
+from recsys import rundir
 from recsys.config import DataConfig, ExperimentConfig
 from recsys.data.collate import collate_eval, collate_train
 from recsys.data.datamodule import SeqDataModule, shard
@@ -114,7 +115,7 @@ def _evaluate_in_one_process(run_dir: Path) -> tuple[dict, dict]:
     cfg = ExperimentConfig.from_yaml(run_dir / "config.yaml").with_overrides(["train.devices=1"])
     dm = run._datamodule_for_run(cfg, run_dir)
     module = run._module(cfg, dm)
-    run._load_weights(module, run_dir / run.CHECKPOINT)
+    run._load_weights(module, run_dir / rundir.BEST_CHECKPOINT)
     trainer = run._trainer(cfg, logger=False, enable_checkpointing=False)
     trainer.validate(module, datamodule=dm, verbose=False)
     trainer.test(module, datamodule=dm, verbose=False)
