@@ -48,6 +48,7 @@ class SASRecEncoder(nn.Module):
         dropout_sampler: str = "bernoulli",
         transition_lags: int = 0,
         transition_width: int = 32,
+        transition_ce_weight: float = 1.0,
     ) -> None:
         """``n_events``: action types 1..E (0 = padding), 0 = no action embedding.
         ``item_attributes[i]``: attribute ids (>= 1) of item token ``i + 1``, one entry per
@@ -87,7 +88,10 @@ class SASRecEncoder(nn.Module):
                 self._init(extra)
         if transition_lags and not causal:
             raise ValueError("the transition head reads the items before each position: causal encoders only")
-        self.transitions = TransitionHead(n_items, dim, transition_lags, transition_width) if transition_lags else None
+        self.transitions = (
+            TransitionHead(n_items, dim, transition_lags, transition_width, transition_ce_weight)
+            if transition_lags else None
+        )
 
     @classmethod
     def from_config(
@@ -104,7 +108,7 @@ class SASRecEncoder(nn.Module):
             tied_output=cfg.tied_output, dropout_sampler=cfg.dropout_sampler,
             transition_lags=cfg.transition_lags if cfg.transition_lags is not None else (
                 DEFAULT_TRANSITION_LAGS if causal else 0),
-            transition_width=cfg.transition_width,
+            transition_width=cfg.transition_width, transition_ce_weight=cfg.transition_ce_weight,
         )
 
     @staticmethod
@@ -263,7 +267,8 @@ class SASRecEncoder(nn.Module):
         (N,), in the row-major order a loss reads them; None without a head."""
         if self.transitions is None:
             return None
-        return Mixture(*self.transitions.training_mixture(hidden, inputs, positions, targets))
+        base, rest = self.transitions.training_mixture(hidden, inputs, positions, targets)
+        return Mixture(base, rest, self.transitions.ce_weight)
 
     def item_weights(self) -> torch.Tensor:
         """Output embeddings of the real items 1..n: the input table's rows (tied), or the

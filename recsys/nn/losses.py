@@ -164,9 +164,9 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: torch.Tensor, w: torch.Tensor, t: torch.Tensor, chunk: int,
                 mm_dtype: torch.dtype = torch.float32, mix_base: torch.Tensor | None = None,
-                mix_rest: torch.Tensor | None = None) -> torch.Tensor:
+                mix_rest: torch.Tensor | None = None, mix_ce: float = 0.0) -> torch.Tensor:
         if mm_dtype != h.dtype:
-            return _ChunkedSoftmaxCE._forward_low_precision(ctx, h, w, t, chunk, mm_dtype, mix_base, mix_rest)
+            return _ChunkedSoftmaxCE._forward_low_precision(ctx, h, w, t, chunk, mm_dtype, mix_base, mix_rest, mix_ce)
         n = h.shape[0]
         lse = torch.empty(n, dtype=h.dtype, device=h.device)
         target_logit = (h * w[t]).sum(dim=1)  # (N,)
@@ -182,10 +182,10 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
             if with_grad:
                 g.sub_(lse[i : i + chunk, None]).exp_()  # softmax
                 g[torch.arange(hc.shape[0], device=g.device), t[i : i + chunk]] -= 1.0
-                if mixed:  # each row's share: its responsibility r / n (``_mixture_terms``)
+                if mixed:  # each row's share: its responsibility r, plus the softmax's own CE weight
                     r = _mixture_terms(target_logit[i : i + chunk] - lse[i : i + chunk],
                                        mix_base[i : i + chunk], mix_rest[i : i + chunk])[1]
-                    g.mul_((r * scale)[:, None])
+                    g.mul_(((r + mix_ce) * scale)[:, None])
                 else:
                     g.mul_(scale)
                 grad_h[i : i + chunk] = g @ w
@@ -195,12 +195,12 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
             return (lse - target_logit).mean()
         loss_rows, _, d_base, d_rest = _mixture_terms(target_logit - lse, mix_base, mix_rest)
         ctx.save_for_backward(grad_h, grad_w, d_base * scale, d_rest * scale)
-        return loss_rows.mean()
+        return (loss_rows + mix_ce * (lse - target_logit)).mean()
 
     @staticmethod
     def _forward_low_precision(ctx, h: torch.Tensor, w: torch.Tensor, t: torch.Tensor, chunk: int,
                                mm_dtype: torch.dtype, mix_base: torch.Tensor | None = None,
-                               mix_rest: torch.Tensor | None = None) -> torch.Tensor:
+                               mix_rest: torch.Tensor | None = None, mix_ce: float = 0.0) -> torch.Tensor:
         n = h.shape[0]
         h_lo, w_lo = h.to(mm_dtype), w.to(mm_dtype)  # (N, D), (V, D): cast once, small
         mixed = mix_base is not None
@@ -235,7 +235,7 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
                 if mixed:  # each row's responsibility r (``_mixture_terms``), applied to the
                     # products' small operands and results, not to the (chunk, V) buffer
                     log_p = p_t[rows].float().log()
-                    r = _mixture_terms(log_p, mix_base[rows], mix_rest[rows])[1]  # (chunk,)
+                    r = _mixture_terms(log_p, mix_base[rows], mix_rest[rows])[1] + mix_ce  # (chunk,)
                     grad_h[rows] = (p @ w_lo).float().mul_((r / n)[:, None])
                     grad_w += torch.mm(p.T, (h_lo[rows] * r.to(h_lo.dtype)[:, None]), out=gw)
                 else:
@@ -253,9 +253,9 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         if not mixed:
             ctx.save_for_backward(grad_h, grad_w, None, None)
             return loss_rows.mean()
-        loss_rows, _, d_base, d_rest = _mixture_terms(-loss_rows, mix_base, mix_rest)
+        mix_rows, _, d_base, d_rest = _mixture_terms(-loss_rows, mix_base, mix_rest)
         ctx.save_for_backward(grad_h, grad_w, d_base / n, d_rest / n)
-        return loss_rows.mean()
+        return (mix_rows + mix_ce * loss_rows).mean()
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
@@ -263,9 +263,9 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         if grad_out.device.type == "cpu" and float(grad_out) == 1.0:
             # the loss entered the total with weight 1 (a plain training step): the gradients
             # are forward's as they are, without a pass over each to multiply it by 1
-            return grad_h, grad_w, None, None, None, d_base, d_rest
+            return grad_h, grad_w, None, None, None, d_base, d_rest, None
         scaled = [None if g is None else g * grad_out for g in (grad_h, grad_w, d_base, d_rest)]
-        return scaled[0], scaled[1], None, None, None, scaled[2], scaled[3]
+        return scaled[0], scaled[1], None, None, None, scaled[2], scaled[3], None
 
 
 def chunked_ce(
@@ -284,18 +284,23 @@ def chunked_ce(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     h, t = kept_positions(hidden, targets)
     base, rest = (None, None) if mixture is None else _mixture_rows(mixture, h)
-    return _ChunkedSoftmaxCE.apply(h, item_weights, t - 1, chunk_size, _matmul_dtype(precision), base, rest)
+    ce = 0.0 if mixture is None else float(mixture.ce_weight)
+    return _ChunkedSoftmaxCE.apply(h, item_weights, t - 1, chunk_size, _matmul_dtype(precision), base, rest, ce)
 
 
 class Mixture(NamedTuple):
     """The catalogue softmax ``p0`` as one component of a mixture at each kept position
     (rows in the row-major order ``kept_positions`` selects): the loss is
-    ``-log(base * p0(target) + rest)``, where ``base`` (N,) is the softmax's mixture weight
-    and ``rest`` (N,) the other components' probability of the target, both >= 0 and
-    differentiable. ``recsys.nn.heads.TransitionHead`` makes these."""
+    ``-log(base * p0(target) + rest) - ce_weight * log p0(target)``, where ``base`` (N,) is
+    the softmax's mixture weight and ``rest`` (N,) the other components' probability of the
+    target, both >= 0 and differentiable. The mixture's gradient reaches the softmax only in
+    proportion to its responsibility for each target, so on its own the softmax learns only
+    what the other components miss; ``ce_weight`` > 0 keeps it a full next-item model too.
+    ``recsys.nn.heads.TransitionHead`` makes these."""
 
     base: torch.Tensor  # (N,)
     rest: torch.Tensor  # (N,)
+    ce_weight: float = 0.0
 
 
 def _mixture_rows(mixture: Mixture, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -324,7 +329,7 @@ def mixture_ce_reference(
     """The mixture loss through autograd's own ops; the yardstick for the kernel."""
     h, t = kept_positions(hidden, targets)
     log_p0 = torch.log_softmax(h @ item_weights.T, dim=1).gather(1, (t - 1)[:, None]).squeeze(1)
-    return -_mixture_log_prob(log_p0, mixture).mean()
+    return (-_mixture_log_prob(log_p0, mixture) - mixture.ce_weight * log_p0).mean()
 
 
 def _mixture_log_prob(log_p0: torch.Tensor, mixture: Mixture) -> torch.Tensor:
@@ -378,7 +383,7 @@ def sampled_softmax(
     logits = torch.cat([pos[:, None], neg], dim=1)  # (N, 1 + K); the target is column 0
     log_p0 = F.log_softmax(logits, dim=1)[:, 0]  # (N,) the sampled estimate of log p0(target)
     if mixture is not None:  # the estimate stands in for the catalogue softmax's probability
-        return -_mixture_log_prob(log_p0, mixture).mean()
+        return (-_mixture_log_prob(log_p0, mixture) - mixture.ce_weight * log_p0).mean()
     return -log_p0.mean()
 
 

@@ -11,17 +11,18 @@ from recsys.nn.losses import Mixture, chunked_ce, full_ce, sampled_softmax
 from recsys.types import PAD_ID
 
 
-def mixture_loss_by_hand(h, w, t, base, rest):
-    """-mean log(base softmax(h w^T)[t] + rest), each row written out."""
+def mixture_loss_by_hand(h, w, t, base, rest, ce_weight=0.0):
+    """-mean [log(base softmax(h w^T)[t] + rest) + ce_weight log softmax(h w^T)[t]], row by row."""
     rows = []
     for i in range(h.shape[0]):
         p0 = torch.softmax(w @ h[i], dim=0)[t[i] - 1]
-        rows.append(-torch.log(base[i] * p0 + rest[i]))
+        rows.append(-torch.log(base[i] * p0 + rest[i]) - ce_weight * torch.log(p0))
     return torch.stack(rows).mean()
 
 
+@pytest.mark.parametrize("ce_weight", [0.0, 0.7])
 @pytest.mark.parametrize("loss", ["full", "chunked"])
-def test_mixture_kernel_matches_autograd_values_and_gradients(loss):
+def test_mixture_kernel_matches_autograd_values_and_gradients(loss, ce_weight):
     torch.manual_seed(0)
     N, D, V = 37, 6, 23
     h = torch.randn(N, D, requires_grad=True)
@@ -32,7 +33,7 @@ def test_mixture_kernel_matches_autograd_values_and_gradients(loss):
 
     def terms(logits):
         g = torch.softmax(logits, dim=1)
-        return g[:, 0], g[:, 1] * lag_p
+        return g[:, 0], g[:, 1] * lag_p, ce_weight
 
     out = (full_ce(h, w, t, mixture=Mixture(*terms(gate_logits))) if loss == "full"
            else chunked_ce(h, w, t, 8, mixture=Mixture(*terms(gate_logits))))
@@ -53,8 +54,8 @@ def test_mixture_kernel_in_bf16_is_close_to_fp32():
     h, w = torch.randn(N, D) * 0.5, torch.randn(V, D) * 0.5
     t = torch.randint(1, V + 1, (N,))
     base, rest = torch.full((N,), 0.6), torch.rand(N) * 0.2
-    exact = chunked_ce(h, w, t, 16, "fp32", Mixture(base, rest))
-    low = chunked_ce(h, w, t, 16, "bf16", Mixture(base, rest))
+    exact = chunked_ce(h, w, t, 16, "fp32", Mixture(base, rest, 1.0))
+    low = chunked_ce(h, w, t, 16, "bf16", Mixture(base, rest, 1.0))
     assert float(low) == pytest.approx(float(exact), rel=2e-2)
 
 
