@@ -5,9 +5,10 @@ services import this; ``tests/inference/test_import_weight.py`` proves it). The 
 service lives in ``recsys.inference.http`` and is not imported here.
 """
 
-from recsys.inference.artifact import ActionSpec, Artifact, load_artifact, random_artifact, save_artifact
-from recsys.inference.export import export_onnx, export_run
+from recsys.inference.artifact import ActionSpec, Artifact, load_artifact, random_artifact
+from recsys.inference.export import export_run, save_artifact
 from recsys.inference.inputs import EMPTY_POLICIES, UNKNOWN_POLICIES, EmptyHistoryError, UnknownItemError
+from recsys.inference.onnx_export import export_onnx
 from recsys.inference.onnx_runtime import OnnxRecommender
 from recsys.inference.recommender import NextAction, Recommendations, Recommender, load
 

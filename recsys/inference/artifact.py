@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,11 +148,18 @@ def _library_version() -> str:
         return "unknown"
 
 
-def save_artifact(artifact: Artifact, out: str | Path, overwrite: bool = False, onnx_k: int | None = None) -> Path:
+def write_artifact(
+    artifact: Artifact,
+    out: str | Path,
+    overwrite: bool = False,
+    extra: Callable[[Path], dict[str, Any]] | None = None,
+) -> Path:
     """Write ``artifact`` to the folder ``out`` atomically; return ``out``.
 
-    ``onnx_k``: also export ``model.onnx`` returning the top ``onnx_k`` items (needs the
-    ``onnx`` extra). An existing ``out`` is an error unless ``overwrite``.
+    ``extra(folder)`` may write more files into the folder being built and returns entries
+    for ``artifact.json`` (``recsys.inference.export.save_artifact`` adds the ONNX graph
+    this way; this module never exports ONNX itself). An existing ``out`` is an error unless
+    ``overwrite``.
     """
     out = Path(out)
     if out.exists() and not overwrite:
@@ -172,10 +180,8 @@ def save_artifact(artifact: Artifact, out: str | Path, overwrite: bool = False, 
         tensors.update({HEADS_PREFIX + k: v.detach().to("cpu").contiguous() for k, v in artifact.heads_state.items()})
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "recsys", "format_version": str(FORMAT_VERSION)})
         manifest = artifact.manifest()
-        if onnx_k is not None:
-            from recsys.inference.export import export_onnx
-
-            manifest["onnx"] = export_onnx(artifact, tmp / ONNX_FILE, k=onnx_k)
+        if extra is not None:
+            manifest.update(extra(tmp))
         (tmp / MANIFEST).write_text(_dump_manifest(manifest), encoding="utf-8")
         _default_permissions(tmp)
         if out.exists():  # overwrite: move the old one aside first, so out is never half-written

@@ -1,6 +1,6 @@
 """``OnnxRecommender``: top-k through onnxruntime, with the same inputs and policies.
 
-The graph (``export.TopKGraph``) works in token ids; this class encodes raw-id histories
+The graph (``onnx_export.TopKGraph``) works in token ids; this class encodes raw-id histories
 with the artifact's vocabulary exactly as ``Recommender`` does, runs the graph, and maps
 the returned token ids back to raw ids. Empty histories are answered by popularity in
 Python (the graph never sees them). ``candidates`` is not supported here: rank the

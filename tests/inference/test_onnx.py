@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from recsys.inference import OnnxRecommender, Recommender, load_artifact, random_artifact, save_artifact
-from recsys.inference.export import TopKGraph
+from recsys.inference.onnx_export import TopKGraph
 
 from .conftest import SMALL_MODEL
 

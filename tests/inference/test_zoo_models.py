@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from recsys.inference import OnnxRecommender, Recommender, load_artifact
-from recsys.inference.export import export_onnx
+from recsys.inference.onnx_export import export_onnx
 
 
 @pytest.fixture(scope="module")
