@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from recsys import rundir  # noqa: E402
 from recsys.data.synthetic import mixture_oracle_metrics, planted_mixture_log  # noqa: E402
 
 SIZES = {  # name: (users, items, generator seed)
@@ -41,6 +42,7 @@ SIZES = {  # name: (users, items, generator seed)
 RANKERS = ("oracle", "popularity", "transitions", "defaults")
 OUT_MD = ROOT / "benchmarks" / "PLANTED.md"
 OUT_JSON = ROOT / "benchmarks" / "PLANTED.json"
+WALL = "wall.json"  # this benchmark's own file in a run directory: the fit's wall time
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -66,17 +68,17 @@ def _config(name: str, csv: Path, work: Path, model: str | None) -> Path:
 
 def _fit(config: Path, run_dir: Path) -> tuple[dict, float]:
     """(metrics.json, wall seconds) of a finished run, fitting or resuming it as needed."""
-    if not (run_dir / "metrics.json").is_file():
-        partial = run_dir.with_name(run_dir.name + ".partial")
-        cmd = [str(ROOT / ".venv" / "bin" / "recsys"), "fit"]
-        cmd += ["--resume", str(partial)] if (partial / "checkpoints" / "last.ckpt").is_file() else [
+    if not rundir.has_metrics(run_dir):
+        partial = rundir.partial_dir(run_dir)
+        cmd = [sys.executable, "-m", "recsys.cli", "fit"]
+        cmd += ["--resume", str(partial)] if rundir.has_last_checkpoint(partial) else [
             "--config", str(config), "--run-dir", str(run_dir), "train.progress_bar=false"]
         start = time.perf_counter()
         subprocess.run(cmd, check=True, cwd=ROOT)
         wall = time.perf_counter() - start
-        _write_atomic(run_dir / "wall.json", json.dumps({"wall_s": wall}))
-    wall = json.loads((run_dir / "wall.json").read_text())["wall_s"] if (run_dir / "wall.json").is_file() else None
-    return json.loads((run_dir / "metrics.json").read_text()), wall
+        _write_atomic(run_dir / WALL, json.dumps({"wall_s": wall}))
+    wall = json.loads((run_dir / WALL).read_text())["wall_s"] if (run_dir / WALL).is_file() else None
+    return rundir.read_metrics(run_dir), wall
 
 
 def run_size(name: str, work: Path) -> dict:
