@@ -1,4 +1,7 @@
-"""Command line: ``recsys fit --config FILE [key=value ...]`` and ``recsys evaluate RUN_DIR``."""
+"""Command line: ``recsys fit --config FILE [key=value ...]`` (or ``--resume RUN_DIR``),
+``recsys evaluate RUN_DIR``, ``recsys export RUN_DIR --out DIR``, ``recsys serve ARTIFACT``,
+``recsys leaderboard`` and ``recsys tune --config FILE --space FILE``; ``recsys CMD --help``
+for each."""
 
 from __future__ import annotations
 
