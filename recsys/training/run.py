@@ -37,7 +37,7 @@ from recsys.training.allocator import retain_freed_memory
 from recsys.training.build import action_report, build_datamodule, build_module, is_baseline
 from recsys.training.callbacks import AtomicLastCheckpoint, EpochSeed
 from recsys.training.module import RankingModule
-from recsys.training.provenance import git_commit, machine, versions
+from recsys.training.provenance import git_commit, machine, process_alive, versions
 
 
 def _datamodule_for_run(cfg: ExperimentConfig, run: Path) -> SeqDataModule:
@@ -207,6 +207,10 @@ def resume(run_dir: Path, callbacks: Sequence[pl.Callback] = ()) -> RunResult:
     partial = rundir.partial_dir(run_dir)
     if not rundir.has_config(partial):
         raise ArtifactError(f"{partial}: no unfinished run to resume")
+    pid = rundir.running_pid(partial)
+    if pid is not None and pid != os.getpid() and process_alive(pid):
+        # two trainers in one folder would overwrite each other's checkpoints
+        raise ArtifactError(f"{partial}: process {pid} is still training this run; stop it before resuming")
     return fit(rundir.read_config(partial), run_dir, callbacks, resume=True)
 
 

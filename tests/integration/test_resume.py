@@ -7,6 +7,7 @@ and once on the fast path, whose loss, grouped forward and dropout sampler are o
 """
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -176,3 +177,11 @@ def test_refuses_to_overwrite_an_unfinished_run_and_checks_the_data(plain, tmp_p
     out = subprocess.run([EXE, "fit", "--resume", str(tmp_path / "nothing")], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 2 and "no unfinished run" in out.stderr
+    # a folder that a live process is training is not resumed under it (this test's own pid is alive)
+    live = tmp_path / "live.partial"
+    live.mkdir()
+    (live / "config.yaml").write_text(Path(cfg).read_text())
+    (live / "status.json").write_text(json.dumps({"status": "running", "pid": os.getpid()}))
+    out = subprocess.run([EXE, "fit", "--resume", str(live)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and f"process {os.getpid()} is still training" in out.stderr, out.stderr[-2000:]
+    assert not (live / "checkpoints").exists()
