@@ -587,8 +587,11 @@ def markdown(doc: dict) -> str:
         lines += [""]
     if "epoch" in r:
         lines += ["## Epochs (ours; `recsys.training.run.fit`, the real pipeline)", "",
-                  "Fast path as in the step table; plain = the issue's settings with every default (`ce`, whole "
-                  "batches, Bernoulli dropout). Peak RSS is the benchmark process's high-water mark so far.", "",
+                  "Fast path as in the step table; plain = the issue's settings on the plain path the frozen "
+                  "configs pin (`ce`, whole batches, Bernoulli dropout, fp32); defaults, no flags = the issue's shape "
+                  "with every other setting at the library default (issue 18: the fast path with `chunk_size` 1024 "
+                  "and the transition mixture head), and the same without the head. Peak RSS is the benchmark "
+                  "process's high-water mark so far.", "",
                   "| data | preparation | median s / epoch (training) | median validation | epochs | "
                   "validation NDCG@10 by epoch | test NDCG@10 (after these epochs) | peak RSS |",
                   "|---|---:|---:|---:|---:|---|---:|---:|"]

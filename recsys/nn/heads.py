@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -103,8 +104,6 @@ class TransitionHead(nn.Module):
         """Fill the buffers from training events: user u's events are token ids
         ``items[start[u]:stop[u]]``, oldest first (numpy arrays). Only pairs inside one
         user's training events count."""
-        import numpy as np
-
         items, start, stop = np.asarray(items), np.asarray(start), np.asarray(stop)
         lengths = stop - start
         first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
