@@ -323,15 +323,6 @@ def _mixture_terms(
     return -log_total, r, -torch.exp(log_p0) * inv_total, -inv_total
 
 
-def mixture_ce_reference(
-    hidden: torch.Tensor, item_weights: torch.Tensor, targets: torch.Tensor, mixture: Mixture
-) -> torch.Tensor:
-    """The mixture loss through autograd's own ops; the yardstick for the kernel."""
-    h, t = kept_positions(hidden, targets)
-    log_p0 = torch.log_softmax(h @ item_weights.T, dim=1).gather(1, (t - 1)[:, None]).squeeze(1)
-    return (-_mixture_log_prob(log_p0, mixture) - mixture.ce_weight * log_p0).mean()
-
-
 def _mixture_log_prob(log_p0: torch.Tensor, mixture: Mixture) -> torch.Tensor:
     """``log(base p0 + rest)`` through autograd; ``rest`` is floored at 1e-30 so that a
     zero (no transition mass on the target) keeps its gradient finite."""

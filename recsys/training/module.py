@@ -246,8 +246,11 @@ class SeqRecModule(RankingModule):
         hidden = hidden.float()  # the losses and heads take fp32 (a no-op without autocast)
         mixture = None
         if self.encoder.transitions is not None:
-            kept = batch["targets"] != PAD_ID
-            kept_hidden, kept_targets = (hidden, targets) if positions is not None else (hidden[kept], targets[kept])
+            if positions is not None:  # the encoder handed over the kept positions already
+                kept, kept_hidden, kept_targets = positions, hidden, targets
+            else:
+                kept = batch["targets"] != PAD_ID
+                kept_hidden, kept_targets = hidden[kept], targets[kept]
             mixture = self.encoder.loss_mixture(kept_hidden, batch["inputs"], kept, kept_targets)
         item = self._item_loss(hidden, targets, mixture)
         logged, loss = item, item_share * item
