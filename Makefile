@@ -15,13 +15,17 @@ install-dev: $(VENV)/.dev
 
 # torch is pinned and installed first: the pin resolves to a local CPU wheel, whereas an
 # unpinned torch pulled in by a dependency would fetch several GB of CUDA packages.
+# The package (distribution recsys-lab, import name recsys) goes in with its `train` extra:
+# the bare install serves artifacts only (see README, Install). Before issue 23 the
+# distribution was called `recsys`; an old editable install of that name is removed first.
 $(VENV)/.base: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip uninstall -q -y recsys 2>/dev/null || true
+	$(BIN)/python -m pip install -q -e '.[train]'
 	touch $@
 
-# The test tools and the optional extras the tests exercise (ONNX, HTTP, plots, notebook).
+# The test tools and every optional extra the tests exercise (`dev` includes `all`).
 $(VENV)/.dev: $(VENV)/.base
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@

@@ -24,6 +24,25 @@ def format_table(metrics: dict[str, dict[str, float]], ks: tuple[int, ...] | Non
     return "\n".join(lines)
 
 
+#: The frozen configs shipped in the package (a link to the checkout's experiments/ folder).
+SHIPPED_EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
+
+
+def shipped_config(path: Path) -> Path:
+    """``path`` if it exists, else the frozen config of that name shipped with the package:
+    ``experiments/s3rec-beauty/sasrec-ce.yaml``, ``s3rec-beauty/sasrec-ce.yaml`` and
+    ``s3rec-beauty/sasrec-ce`` all name it, so the README's commands work after a plain
+    ``pip install`` from any directory. A path found in neither place is returned as given."""
+    path = Path(path)
+    if path.exists() or path.is_absolute():
+        return path
+    parts = path.parts[1:] if path.parts[:1] == ("experiments",) else path.parts
+    for candidate in (SHIPPED_EXPERIMENTS.joinpath(*parts), SHIPPED_EXPERIMENTS.joinpath(*parts).with_suffix(".yaml")):
+        if parts and candidate.is_file():
+            return candidate
+    return path
+
+
 def _fit(args: argparse.Namespace) -> int:
     from recsys.config import ExperimentConfig
     from recsys.training.run import fit, resume
@@ -35,7 +54,7 @@ def _fit(args: argparse.Namespace) -> int:
     elif args.config is None:
         raise ConfigError("recsys fit needs --config FILE (or --resume RUN_DIR)")
     else:
-        cfg = ExperimentConfig.from_yaml(args.config).with_overrides(args.overrides)
+        cfg = ExperimentConfig.from_yaml(shipped_config(args.config)).with_overrides(args.overrides)
         result = fit(cfg, run_dir=args.run_dir)
     m = result.metrics
     print(f"\nrun directory: {result.run_dir}")

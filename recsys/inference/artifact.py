@@ -140,12 +140,9 @@ class Artifact:
 
 
 def _library_version() -> str:
-    from importlib import metadata
+    from recsys import __version__  # the distribution (recsys-lab) takes its version from here
 
-    try:
-        return metadata.version("recsys")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    return __version__
 
 
 def write_artifact(
