@@ -43,19 +43,43 @@ def shipped_config(path: Path) -> Path:
     return path
 
 
+def _interrupted(run_dir: Path, exc: BaseException) -> int:
+    """After Ctrl-C or SIGTERM: say whether anything was kept and how to go on."""
+    import shlex
+
+    from recsys import rundir
+
+    partial = rundir.partial_dir(run_dir)
+    if rundir.status_of(partial) == rundir.INTERRUPTED:
+        print(f"\nrecsys: interrupted; the unfinished run is kept in {partial}\n"
+              f"resume it with: recsys fit --resume {shlex.quote(str(run_dir))}", file=sys.stderr)
+        return 130
+    if isinstance(exc, KeyboardInterrupt) and not partial.exists():
+        print("\nrecsys: interrupted before training started; nothing was written", file=sys.stderr)
+        return 130
+    raise exc
+
+
 def _fit(args: argparse.Namespace) -> int:
+    from recsys import rundir
     from recsys.config import ExperimentConfig
-    from recsys.training.run import fit, resume
+    from recsys.training.run import default_run_dir, fit, resume
 
     if args.resume is not None:
         if args.config is not None or args.overrides:
             raise ConfigError("--resume takes the config stored in the run; drop --config and overrides")
-        result = resume(args.resume)
+        cfg, run_dir = None, rundir.final_dir(args.resume)
+        print(f"resuming {run_dir}", flush=True)
     elif args.config is None:
         raise ConfigError("recsys fit needs --config FILE (or --resume RUN_DIR)")
     else:
         cfg = ExperimentConfig.from_yaml(shipped_config(args.config)).with_overrides(args.overrides)
-        result = fit(cfg, run_dir=args.run_dir)
+        run_dir = args.run_dir if args.run_dir is not None else default_run_dir(cfg)
+        print(f"fitting {cfg.name} on {cfg.data.name} (seed {cfg.seed}) into {run_dir}", flush=True)
+    try:
+        result = resume(args.resume) if cfg is None else fit(cfg, run_dir=run_dir)
+    except (KeyboardInterrupt, SystemExit) as exc:  # Lightning turns Ctrl-C into SystemExit(1)
+        return _interrupted(run_dir, exc)
     m = result.metrics
     print(f"\nrun directory: {result.run_dir}")
     print(f"dataset {m['dataset']['name']} ({m['dataset']['fingerprint'][:12]}), {m['protocol']}, "
@@ -170,11 +194,16 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from recsys import __version__
+
     parser = argparse.ArgumentParser(prog="recsys", description="Sequential recommendation experiments.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fit", help="train and evaluate one config into a run directory")
     p.add_argument("--config", type=Path, help="experiment YAML")
-    p.add_argument("--run-dir", type=Path, default=None, help="output directory (default: output_dir/<name>-<time>)")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="output directory (default: <output_dir>/<data.name>-<name>-seed<seed>-<YYYYmmdd-HHMMSS>, "
+                        "the start time in UTC); it is written as <run dir>.partial and renamed when the run completes")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.lr=0.002")
     p.set_defaults(func=_fit)

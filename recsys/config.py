@@ -34,6 +34,9 @@ PRECISIONS = ("fp32", "bf16")
 ACTION_MONITORS = {"action_nll": "min", "action_accuracy": "max", "action_macro_f1": "max"}
 # Lightning accelerators train.accelerator may name ("auto": a GPU when there is one).
 ACCELERATORS = ("cpu", "gpu", "auto")
+# Experiment trackers train.logger may name (recsys.training.loggers): each writes beside the
+# CSV log every run keeps; all but csv need their optional extra.
+LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,12 @@ class TrainConfig:
     the process (glibc's malloc; see ``recsys.training.allocator``), so steps reuse pages
     rather than fault fresh ones in; like ``num_threads``, it changes speed, not results.
 
+    ``logger`` (``LOGGERS``): where the training curves go besides the run's CSV log
+    (``logs/metrics.csv``, always written): ``tensorboard`` (``logs/tensorboard``), ``mlflow``
+    (``$MLFLOW_TRACKING_URI``, else a SQLite store in ``logs/mlflow.db``) or ``wandb``
+    (wandb's own settings); each needs its extra (``recsys.training.loggers``). Like
+    ``progress_bar``, it changes what is shown, not results.
+
     Defaults (since 0.2, issue 18): the fast path, ``loss: ce_chunked``, ``length_groups: 4``,
     ``logit_precision: bf16`` and ``encoder_precision: bf16`` (bf16 kept the planted log's
     validation curve within 0.001 of fp32's; with all defaults, S3-Rec Beauty's 3 seeds score
@@ -213,6 +222,7 @@ class TrainConfig:
     length_groups: int = 4
     encoder_precision: str = "bf16"
     retain_memory: bool = True
+    logger: str = "csv"
 
 
 @dataclass(frozen=True)
@@ -436,6 +446,7 @@ def _validate(cfg: ExperimentConfig) -> None:
     need(cfg.train.accelerator in ACCELERATORS,
          f"train.accelerator must be one of {ACCELERATORS}, got {cfg.train.accelerator!r}")
     need(cfg.train.devices >= 1 and cfg.train.num_nodes >= 1, "train.devices and train.num_nodes must be >= 1")
+    need(cfg.train.logger in LOGGERS, f"train.logger must be one of {LOGGERS}, got {cfg.train.logger!r}")
     need(len(cfg.eval.ks) > 0 and all(k > 0 for k in cfg.eval.ks), "eval.ks must be positive")
     need(cfg.eval.batch_size > 0, "eval.batch_size must be > 0")
     metric, _, k = cfg.eval.monitor.partition("@")

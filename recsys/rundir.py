@@ -9,7 +9,9 @@
       data.json                {"fingerprint": ...} of the dataset
       checkpoints/best.ckpt    weights of the best epoch (neural models)
       checkpoints/last.ckpt    full training state after the last epoch (``--resume``)
-      logs/                    Lightning's CSV log
+      logs/                    Lightning's CSV log (metrics.csv), and the tracker that
+                               ``train.logger`` names: tensorboard/, mlflow.db
+      curves.png               training loss and validation metrics by epoch
       metrics.json             metrics, protocol, provenance, times
       ranks.npz                per-user validation/test ranks, in the data's user order
       status.json              {"status": "complete"}
@@ -45,6 +47,11 @@ METRICS = "metrics.json"
 RANKS = "ranks.npz"
 STATUS = "status.json"
 LOGS = "logs"
+CSV_LOG = Path(LOGS) / "metrics.csv"
+TENSORBOARD_LOGS = Path(LOGS) / "tensorboard"
+MLFLOW_STORE = Path(LOGS) / "mlflow.db"
+MLFLOW_ARTIFACTS = Path(LOGS) / "mlflow-artifacts"
+CURVES = "curves.png"
 CHECKPOINTS = Path("checkpoints")
 BEST_CHECKPOINT = CHECKPOINTS / "best.ckpt"
 LAST_CHECKPOINT = CHECKPOINTS / "last.ckpt"

@@ -41,9 +41,10 @@ EXCLUDED_DATASETS = frozenset({"taobao-sample"})
 # count changes only the order of float sums; a result records it (``torch_threads``), and a
 # bit-identical rerun needs the same count, but a run on 2 threads is the same experiment as
 # one on 1, so the runner does not redo it when ``--threads`` differs. ``retain_memory`` is an
-# allocator setting: same numbers either way.
+# allocator setting: same numbers either way. ``logger`` picks where the curves are shown
+# (TensorBoard, MLflow, ...) beside the CSV log every run keeps: same numbers either way.
 COSMETIC = (("output_dir",), ("data", "data_dir"), ("train", "progress_bar"), ("eval", "batch_size"),
-            ("train", "num_threads"), ("train", "retain_memory"))
+            ("train", "num_threads"), ("train", "retain_memory"), ("train", "logger"))
 # Fields added after results existed, with the value that reproduces the older behaviour: at
 # that value they are left out of the hash, so adding a field does not make every finished
 # run stale, while a run that sets another value hashes differently.

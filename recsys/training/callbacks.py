@@ -81,3 +81,13 @@ class EpochSeed(pl.Callback):
         random.seed(key)
         for offset, gen in enumerate(_module_generators(pl_module), start=1):
             gen.manual_seed(key + 1_000 + offset)
+
+
+def best_epoch(val_history: list[tuple[int, dict[str, float]]], monitor: str, mode: str = "max") -> int:
+    """The epoch a run keeps: the best ``monitor`` of its validation history (``mode``
+    ``max`` or ``min``), the earliest of ties, as the best-model checkpoint keeps the first
+    (it saves only on a strict improvement). 0 for an empty history (a baseline's fit)."""
+    if not val_history:
+        return 0
+    sign = -1.0 if mode == "min" else 1.0
+    return max(val_history, key=lambda e: sign * e[1][monitor])[0]

@@ -12,10 +12,11 @@ multi-node training").
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers import Logger
 
 from recsys import rundir
 from recsys.config import ACTION_MONITORS, ExperimentConfig
@@ -35,7 +36,9 @@ from recsys.data.vocab import Vocab
 from recsys.errors import ArtifactError, ConfigError
 from recsys.training.allocator import retain_freed_memory
 from recsys.training.build import action_report, build_datamodule, build_module, is_baseline
-from recsys.training.callbacks import AtomicLastCheckpoint, EpochSeed
+from recsys.training import console, loggers
+from recsys.training.callbacks import AtomicLastCheckpoint, EpochSeed, best_epoch
+from recsys.training.curves import write_curves
 from recsys.training.module import RankingModule
 from recsys.training.provenance import git_commit, machine, process_alive, versions
 
@@ -87,8 +90,10 @@ def _set_threads(cfg: ExperimentConfig) -> None:
             os.environ.setdefault("OMP_NUM_THREADS", str(cfg.train.num_threads))
 
 
-def _trainer(cfg: ExperimentConfig, **kwargs) -> pl.Trainer:
+def _trainer(cfg: ExperimentConfig, callbacks: Sequence[pl.Callback] = (), **kwargs) -> pl.Trainer:
+    """A Trainer with the run's console (``recsys.training.console``) in place of Lightning's bars."""
     t = cfg.train
+    shown = console.EpochConsole(cfg.eval.monitor, _monitor_mode(cfg), cfg.train.patience, bar=t.progress_bar)
     return pl.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
@@ -101,7 +106,8 @@ def _trainer(cfg: ExperimentConfig, **kwargs) -> pl.Trainer:
         use_distributed_sampler=False,
         deterministic=t.deterministic,
         enable_model_summary=False,
-        enable_progress_bar=t.progress_bar,
+        enable_progress_bar=False,
+        callbacks=[*callbacks, shown],
         **kwargs,
     )
 
@@ -158,8 +164,19 @@ def fit(
     ``val/<metric>`` at each validation end). ``resume=True`` continues the unfinished
     run in ``<run_dir>.partial`` from its last epoch-end checkpoint; the result is
     identical to an uninterrupted run with the same seed.
+
+    The ``.partial`` folder is made only once the data is read and the model built: a run
+    that fails before (a bad path, a parse error, a missing extra) leaves no folder. One
+    that fails or is interrupted later keeps it, resumable. The console shows a progress
+    bar and a line per epoch, without Lightning's banners (``recsys.training.console``).
     """
+    with console.quiet():
+        return _fit(cfg, run_dir, callbacks, resume)
+
+
+def _fit(cfg: ExperimentConfig, run_dir: Path | None, callbacks: Sequence[pl.Callback], resume: bool) -> RunResult:
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    loggers.require(cfg.train.logger)
     # Made first: it knows this process's rank (from Lightning's launcher, torchrun or
     # SLURM) before anything touches the disk.
     evaluator = _trainer(cfg, logger=False, enable_checkpointing=False)
@@ -177,24 +194,33 @@ def fit(
             raise ArtifactError(f"{partial}: no unfinished run to resume")
         # Lightning's CSV logger starts metrics.csv afresh; the epochs logged before the
         # interruption are kept beside it (metrics.before-resume-<n>.csv), not lost.
-        log = partial / rundir.LOGS / "metrics.csv"
+        log = partial / rundir.CSV_LOG
         if log.is_file():
             n = len(list(log.parent.glob("metrics.before-resume-*.csv"))) + 1
             os.replace(log, log.with_name(f"metrics.before-resume-{n}.csv"))
+        rundir.mark_running(partial)
     elif partial.exists():
         raise FileExistsError(
             f"{partial} holds an unfinished run: resume it with `recsys fit --resume {run_dir}` or delete it"
         )
-    partial.mkdir(parents=True, exist_ok=resume)
-    rundir.mark_running(partial)
+    opened = resume
+
+    def open_run() -> None:
+        nonlocal opened
+        partial.mkdir(parents=True)
+        opened = True
+        rundir.mark_running(partial)
+
     try:
         with _sigterm_as_interrupt():
-            metrics, _ = _fit_into(cfg, partial, list(callbacks), resume, evaluator)
+            metrics, _ = _fit_into(cfg, partial, list(callbacks), resume, evaluator, open_run=open_run)
     except (KeyboardInterrupt, SystemExit) as exc:
-        rundir.mark_interrupted(partial, exc)
+        if opened:
+            rundir.mark_interrupted(partial, exc)
         raise
     except BaseException as exc:
-        rundir.mark_failed(partial, exc)
+        if opened:
+            rundir.mark_failed(partial, exc)
         raise
     rundir.mark_complete(partial)
     os.replace(partial, run_dir)
@@ -215,39 +241,41 @@ def resume(run_dir: Path, callbacks: Sequence[pl.Callback] = ()) -> RunResult:
 
 
 def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback], resume: bool,
-              evaluator: pl.Trainer, writer: bool = True) -> tuple[dict, Path]:
+              evaluator: pl.Trainer, writer: bool = True,
+              open_run: Callable[[], None] | None = None) -> tuple[dict, Path]:
     """Train and evaluate; only the ``writer`` (rank 0) writes the run's files into
-    ``partial``. Every process returns the same metrics, and rank 0's ``partial``."""
+    ``partial``, calling ``open_run`` (which makes the folder of a new run) once the data is
+    read and the model built. Every process returns the same metrics, and rank 0's ``partial``."""
     started, cpu_started = time.perf_counter(), time.process_time()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     _set_threads(cfg)
     if cfg.train.retain_memory:
         retain_freed_memory()
-    if resume:
-        dm = _datamodule_for_run(cfg, partial)
-    else:
-        dm = _datamodule(cfg)
-        if writer:
+    dm = _datamodule_for_run(cfg, partial) if resume else _datamodule(cfg)
+    prepared, cpu_prepared = time.perf_counter(), time.process_time()
+    module = _module(cfg, dm)
+    if writer:
+        if not resume:
+            if open_run is not None:
+                open_run()
             rundir.write_config(partial, cfg)
             dm.vocab.save(partial / rundir.VOCAB)
             rundir.write_data(partial, dm.events.fingerprint)
-    prepared, cpu_prepared = time.perf_counter(), time.process_time()
-    if dm.event_vocab is not None and writer:
-        dm.event_vocab.save(partial / rundir.EVENT_VOCAB)
+        if dm.event_vocab is not None:
+            dm.event_vocab.save(partial / rundir.EVENT_VOCAB)
 
-    module = _module(cfg, dm)
+    trackers: list[Logger] = []
     if is_baseline(cfg):  # fitted by counting: no gradient training, no checkpoint
-        trained, cpu_trained, epochs = time.perf_counter(), time.process_time(), 0
+        trained, cpu_trained, epochs, step = time.perf_counter(), time.process_time(), 0, 0
     else:
-        epochs, written = _train(cfg, module, dm, partial, callbacks, resume)
+        epochs, written, trackers, step = _train(cfg, module, dm, partial, callbacks, resume, writer)
         trained, cpu_trained = time.perf_counter(), time.process_time()
         _load_weights(module, written / rundir.BEST_CHECKPOINT)
     evaluator.validate(module, datamodule=dm, verbose=False)
     evaluator.test(module, datamodule=dm, verbose=False)
     partial = Path(evaluator.strategy.broadcast(str(partial)))  # rank 0's: the one written
-    sign = -1.0 if _monitor_mode(cfg) == "min" else 1.0
     # The best of the training epochs (a baseline has none: its fit is epoch 0).
-    best_epoch = max(module.val_history, key=lambda e: sign * e[1][cfg.eval.monitor])[0] if module.val_history else 0
+    best = best_epoch(module.val_history, cfg.eval.monitor, _monitor_mode(cfg))
 
     metrics = {
         "valid": module.last_metrics["val"],
@@ -263,7 +291,7 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
         },
         "seed": cfg.seed,
         "epochs": epochs,
-        "best_epoch": best_epoch,
+        "best_epoch": best,
         "wall_time_s": {
             "prepare": round(prepared - started, 3),
             "train": round(trained - prepared, 3),
@@ -293,16 +321,24 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
         return metrics, partial
     # Per-user ranks let the leaderboard bootstrap over users and pair models user by user.
     rundir.write_ranks(partial, valid=module.last_ranks["val"].numpy(), test=module.last_ranks["test"].numpy())
+    if trackers:
+        loggers.log_results(trackers, metrics, step)
+    if epochs:
+        try:
+            write_curves(partial, cfg.eval.monitor, best)
+        except Exception as exc:  # a picture that cannot be drawn must not lose a trained run
+            logging.getLogger(__name__).warning("could not draw %s: %s", rundir.CURVES, exc)
     rundir.write_metrics(partial, metrics)
     return metrics, partial
 
 
 def _train(cfg: ExperimentConfig, module: RankingModule, dm: SeqDataModule, partial: Path,
-           callbacks: list[pl.Callback], resume: bool = False) -> tuple[int, Path]:
+           callbacks: list[pl.Callback], resume: bool = False,
+           writer: bool = True) -> tuple[int, Path, list[Logger], int]:
     """Gradient training with early stopping on validation; the best epoch is checkpointed,
     and the full state after every epoch goes to the last checkpoint, from which ``resume`` continues.
-    Returns the epochs run and the folder the checkpoints went to (rank 0's ``partial``,
-    on every process)."""
+    Returns the epochs run, the folder the checkpoints went to (rank 0's ``partial``, on
+    every process), the loggers and the last step."""
     last = partial / rundir.LAST_CHECKPOINT
     monitor, mode = f"val/{cfg.eval.monitor}", _monitor_mode(cfg)
     checkpoint = ModelCheckpoint(
@@ -321,18 +357,22 @@ def _train(cfg: ExperimentConfig, module: RankingModule, dm: SeqDataModule, part
             AtomicLastCheckpoint(last),
             *callbacks,
         ],
-        logger=CSVLogger(partial, name=rundir.LOGS, version=""),
+        logger=loggers.make(cfg, partial, resume, writer),
         gradient_clip_val=cfg.train.grad_clip or None,
         num_sanity_val_steps=0,
         log_every_n_steps=10,
     )
     trainer.fit(module, datamodule=dm, ckpt_path=last if resume and last.is_file() else None)
-    return trainer.current_epoch, Path(trainer.strategy.broadcast(str(partial)))
+    return trainer.current_epoch, Path(trainer.strategy.broadcast(str(partial))), trainer.loggers, trainer.global_step
 
 
 def evaluate(run_dir: Path) -> dict[str, dict[str, float]]:
     """Recompute validation and test metrics from a finished run's best checkpoint."""
-    run_dir = Path(run_dir)
+    with console.quiet():
+        return _evaluate(Path(run_dir))
+
+
+def _evaluate(run_dir: Path) -> dict[str, dict[str, float]]:
     cfg = rundir.read_config(run_dir) if rundir.has_config(run_dir) else None
     needed = [rundir.CONFIG, rundir.VOCAB, rundir.DATA, rundir.METRICS]
     if cfg is None or not is_baseline(cfg):  # a baseline has no checkpoint: it is refitted
