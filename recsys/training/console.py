@@ -48,6 +48,8 @@ _NOISE = (
     # the run's logs/ folder holds the trackers' files and the logs a resume keeps, by design
     # (the CSV logger removes only its own metrics.csv, which a resume has moved aside)
     r"Experiment logs directory .* exists and is not empty",
+    # a resume continues in the folder that holds the run's checkpoints, on purpose
+    r"Checkpoint directory .* exists and is not empty",
 )
 
 
