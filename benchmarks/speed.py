@@ -589,9 +589,9 @@ def markdown(doc: dict) -> str:
         lines += ["## Epochs (ours; `recsys.training.run.fit`, the real pipeline)", "",
                   "Fast path as in the step table; plain = the issue's settings on the plain path the frozen "
                   "configs pin (`ce`, whole batches, Bernoulli dropout, fp32); defaults, no flags = the issue's shape "
-                  "with every other setting at the library default (issue 18: the fast path with `chunk_size` 1024 "
-                  "and the transition mixture head), and the same without the head. Peak RSS is the benchmark "
-                  "process's high-water mark so far.", "",
+                  "with every other setting at the library default (issue 18: the fast path and the transition "
+                  "mixture head, its counts weighed by EM), and the same without the head. Peak RSS is the "
+                  "benchmark process's high-water mark so far.", "",
                   "| data | preparation | median s / epoch (training) | median validation | epochs | "
                   "validation NDCG@10 by epoch | test NDCG@10 (after these epochs) | peak RSS |",
                   "|---|---:|---:|---:|---:|---|---:|---:|"]
@@ -670,7 +670,15 @@ def main(argv: list[str] | None = None) -> int:
                              "in a later file replaces the same section of an earlier one)")
     args = parser.parse_args(argv)
     if args.render:
-        write_atomic(args.out, markdown(merge_docs([json.loads(p.read_text(encoding="utf-8")) for p in args.render])))
+        docs = [json.loads(p.read_text(encoding="utf-8")) for p in args.render]
+        text = markdown(merge_docs([d for d in docs if "results" in d]))
+        memory = [d for d in docs if "variants" in d]  # benchmarks/memory.py's SPEED-memory.json
+        if memory:
+            from memory import markdown_memory  # here: memory.py imports this file
+
+            head, sep, tail = text.partition("\n## Machine\n")
+            text = head + "\n".join(markdown_memory(memory[-1])) + sep + tail
+        write_atomic(args.out, text)
         print(f"wrote {args.out} from {', '.join(map(str, args.render))}")
         return 0
     torch.set_num_threads(args.threads)

@@ -192,7 +192,7 @@ def write_config(run_dir: str | Path, cfg: ExperimentConfig) -> None:
 
 def read_config(run_dir: str | Path) -> ExperimentConfig:
     """The stored config as today's code reads it (raises if it cannot)."""
-    return ExperimentConfig.from_yaml(Path(run_dir) / CONFIG)
+    return ExperimentConfig.from_yaml(Path(run_dir) / CONFIG, stored=True)
 
 
 def has_config(run_dir: str | Path) -> bool:

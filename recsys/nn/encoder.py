@@ -49,6 +49,7 @@ class SASRecEncoder(nn.Module):
         transition_lags: int = 0,
         transition_width: int = 32,
         transition_ce_weight: float = 1.0,
+        transition_em: int = 0,
     ) -> None:
         """``n_events``: action types 1..E (0 = padding), 0 = no action embedding.
         ``item_attributes[i]``: attribute ids (>= 1) of item token ``i + 1``, one entry per
@@ -56,7 +57,8 @@ class SASRecEncoder(nn.Module):
         with the input table; off, with a separate (n + 1, D) output table.
         ``dropout_sampler``: one of ``recsys.nn.layers.DROPOUT_SAMPLERS``.
         ``transition_lags`` > 0 adds a ``TransitionHead`` over the last that many items
-        (causal encoders only), ``transition_width`` targets per source item and lag."""
+        (causal encoders only), ``transition_width`` targets per source item and lag, counted
+        with ``transition_em`` EM iterations (0: raw counts)."""
         super().__init__()
         self.n_items, self.dim, self.max_len, self.causal = n_items, dim, max_len, causal
         self.item_emb = nn.Embedding(n_items + 2, dim, padding_idx=PAD_ID)  # PAD, items, MASK
@@ -89,7 +91,7 @@ class SASRecEncoder(nn.Module):
         if transition_lags and not causal:
             raise ValueError("the transition head reads the items before each position: causal encoders only")
         self.transitions = (
-            TransitionHead(n_items, dim, transition_lags, transition_width, transition_ce_weight)
+            TransitionHead(n_items, dim, transition_lags, transition_width, transition_ce_weight, transition_em)
             if transition_lags else None
         )
 
@@ -109,6 +111,7 @@ class SASRecEncoder(nn.Module):
             transition_lags=cfg.transition_lags if cfg.transition_lags is not None else (
                 DEFAULT_TRANSITION_LAGS if causal else 0),
             transition_width=cfg.transition_width, transition_ce_weight=cfg.transition_ce_weight,
+            transition_em=cfg.transition_em,
         )
 
     @staticmethod

@@ -60,7 +60,8 @@ class TransitionHead(nn.Module):
 
     where ``s_k`` is the item k steps back (k = 1..``lags``), ``c_k(s, j)`` how often ``j``
     followed ``s`` at lag k in the training events (for the ``width`` most frequent ``j``;
-    the rest count 0) and ``d_k`` in (0, 1) a learned absolute discount (Ney, Essen & Kneser
+    the rest count 0; with ``em_iterations`` > 0, the occurrences the lag explains, by EM:
+    ``fit_pattern``) and ``d_k`` in (0, 1) a learned absolute discount (Ney, Essen & Kneser
     1994): a pair seen once, as background draws often are, keeps little weight, a repeated
     one nearly all of it, so ``T_k`` estimates the part of the next-item law that the
     lag-k item itself drives, not the whole conditional. ``g = softmax(G h + A f)`` are
@@ -81,18 +82,26 @@ class TransitionHead(nn.Module):
     scored below plain SASRec.
 
     Buffers (token ids): ``cols`` (lags, n + 2, width) the target items (0 in unused
-    slots), ``counts`` their counts, ``totals`` (lags, n + 2) the ``n_k(s)``.
+    slots), ``counts`` their (EM-weighted) counts, ``totals`` (lags, n + 2) the ``n_k(s)``;
+    ``units`` (not saved: ``fit_pattern`` rebuilds it) one occurrence's share of each count.
     """
 
-    def __init__(self, n_items: int, dim: int, lags: int, width: int, ce_weight: float = 1.0) -> None:
+    def __init__(
+        self, n_items: int, dim: int, lags: int, width: int, ce_weight: float = 1.0, em_iterations: int = 0
+    ) -> None:
         super().__init__()
-        if lags < 1 or width < 1 or ce_weight < 0:
-            raise ValueError(f"lags and width must be >= 1 and ce_weight >= 0, got {lags}, {width}, {ce_weight}")
+        if lags < 1 or width < 1 or ce_weight < 0 or em_iterations < 0:
+            raise ValueError("lags and width must be >= 1, ce_weight and em_iterations >= 0, got "
+                             f"{lags}, {width}, {ce_weight}, {em_iterations}")
         self.n_items, self.lags, self.width, self.ce_weight = n_items, lags, width, ce_weight
+        self.em_iterations = em_iterations
         shape = (lags, n_items + 2, width)  # rows: PAD, items 1..n, MASK
         self.register_buffer("cols", torch.zeros(shape, dtype=torch.int64))
         self.register_buffer("counts", torch.zeros(shape))
         self.register_buffer("totals", torch.zeros(shape[:2]))
+        # one occurrence's share of each kept count (1 for raw counts): what leave-one-out takes
+        # out in training. Rebuilt by fit_pattern, so not saved with the model.
+        self.register_buffer("units", torch.ones(shape), persistent=False)
         self.gate = nn.Linear(dim, lags + 1)  # component 0: the catalogue softmax
         self.count_weight = nn.Parameter(torch.zeros(2, lags))  # A: (log(1 + n), kept share) per lag
         self.discount_logit = nn.Parameter(torch.full((lags,), math.log(0.75 / 0.25)))  # d = 0.75 at start
@@ -103,31 +112,80 @@ class TransitionHead(nn.Module):
     def fit_pattern(self, items, start, stop) -> None:
         """Fill the buffers from training events: user u's events are token ids
         ``items[start[u]:stop[u]]``, oldest first (numpy arrays). Only pairs inside one
-        user's training events count."""
+        user's training events count.
+
+        With ``em_iterations`` > 0 a pair's count is the sum of its occurrences'
+        responsibilities under a mixture fitted by expectation-maximisation, not the number
+        of occurrences (``_em_weights``): an event that the item one step back explains
+        well counts little for the pair two steps back, so ``T_2`` stops echoing ``T_1``'s
+        chains (a -> b -> c also puts c after a at lag 2), and popular items that follow
+        everything count little for any source."""
         items, start, stop = np.asarray(items), np.asarray(start), np.asarray(stop)
         lengths = stop - start
         first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         pos = np.arange(int(lengths.sum())) + np.repeat(start - first, lengths)  # every training event
         step = np.arange(int(lengths.sum())) - np.repeat(first, lengths)  # its index in its user's events
         V = self.n_items + 2
+        targets = [pos[step >= k] for k in range(1, self.lags + 1)]  # per lag: events with a source
+        sources = [items[t - k].astype(np.int64) for k, t in enumerate(targets, start=1)]
+        pairs, inverse = [], []
+        for src, tgt in zip(sources, targets):
+            p, inv = np.unique(src * V + items[tgt], return_inverse=True)
+            pairs.append(p)
+            inverse.append(inv.ravel())
+        raw = [np.bincount(inv, minlength=len(p)).astype(np.float64) for p, inv in zip(pairs, inverse)]
+        weight = self._em_weights(items, targets, sources, pairs, inverse) if self.em_iterations else raw
         cols = np.zeros((self.lags, V, self.width), dtype=np.int64)
         counts = np.zeros((self.lags, V, self.width), dtype=np.float32)
+        units = np.ones((self.lags, V, self.width), dtype=np.float32)
         totals = np.zeros((self.lags, V), dtype=np.float32)
-        for k in range(1, self.lags + 1):
-            tgt_pos = pos[step >= k]
-            key = items[tgt_pos - k].astype(np.int64) * V + items[tgt_pos]
-            totals[k - 1] = np.bincount(items[tgt_pos - k], minlength=V)
-            pairs, count = np.unique(key, return_counts=True)
-            s, t = pairs // V, pairs % V
-            order = np.lexsort((t, -count, s))  # per source: most frequent first, ties by id
-            s, t, count = s[order], t[order], count[order]
+        for k in range(self.lags):
+            totals[k] = np.bincount(sources[k], minlength=V)
+            s, t = pairs[k] // V, pairs[k] % V
+            order = np.lexsort((t, -raw[k], -weight[k], s))  # per source: heaviest first, ties by id
+            s, t, w, n = s[order], t[order], weight[k][order], raw[k][order]
             slot = np.arange(len(s)) - np.searchsorted(s, s, side="left")
             keep = slot < self.width
-            cols[k - 1, s[keep], slot[keep]] = t[keep]
-            counts[k - 1, s[keep], slot[keep]] = count[keep]
+            cols[k, s[keep], slot[keep]] = t[keep]
+            counts[k, s[keep], slot[keep]] = w[keep]
+            units[k, s[keep], slot[keep]] = w[keep] / n[keep]
         self.cols.copy_(torch.from_numpy(cols))
         self.counts.copy_(torch.from_numpy(counts))
+        self.units.copy_(torch.from_numpy(units))
         self.totals.copy_(torch.from_numpy(totals))
+
+    def _em_weights(self, items, targets, sources, pairs, inverse) -> list[np.ndarray]:
+        """Per lag, each pair's summed responsibility (float64, aligned with ``pairs[k]``).
+
+        The mixture explains each training event ``x_t`` (with at least one source) as
+        ``pi_0 q(x_t) + sum_k pi_k A_k(x_t | x_{t-k})`` over the lags it has, where ``q`` is
+        the items' overall frequency (what no source explains) and ``A_k`` the lag-k
+        transition law. EM from uniform weights and relative counts: the E step gives each
+        event's responsibilities, the M step re-estimates ``A_k`` from the summed
+        responsibilities of each pair and ``pi`` from their means. Deterministic (float64)."""
+        V = self.n_items + 2
+        anchor = targets[0]  # lag 1's events: every event with a source (the others' are subsets)
+        index = np.full(int(anchor.max()) + 1 if len(anchor) else 0, -1, dtype=np.int64)
+        index[anchor] = np.arange(len(anchor))
+        slots = [index[t] for t in targets]  # each lag's events as rows of the anchor
+        q = np.bincount(items[anchor], minlength=V) / max(len(anchor), 1)
+        q_event = q[items[anchor]]
+        pi = np.full(self.lags + 1, 1.0 / (self.lags + 1))  # (background, lag 1, ..., lag L)
+        resp = [np.ones(len(inv)) for inv in inverse]
+        for _ in range(self.em_iterations):
+            law = []
+            for k in range(self.lags):  # M step for A_k from the current responsibilities
+                w = np.bincount(inverse[k], weights=resp[k], minlength=len(pairs[k]))
+                row = np.bincount(pairs[k] // V, weights=w, minlength=V)
+                law.append(w[inverse[k]] / np.maximum(row[sources[k]], 1e-300))
+            total = pi[0] * q_event
+            parts = [pi[k + 1] * law[k] for k in range(self.lags)]
+            for k in range(self.lags):
+                total = total + np.bincount(slots[k], weights=parts[k], minlength=len(anchor))
+            resp = [parts[k] / np.maximum(total[slots[k]], 1e-300) for k in range(self.lags)]  # E step
+            share = np.array([r.sum() for r in resp]) / max(len(anchor), 1)
+            pi = np.concatenate([[max(1.0 - share.sum(), 1e-6)], share])
+        return [np.bincount(inv, weights=r, minlength=len(p)) for p, inv, r in zip(pairs, inverse, resp)]
 
     def sources(self, inputs: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         """Source items of each scored position, (N, lags): the input at the position and
@@ -166,7 +224,7 @@ class TransitionHead(nn.Module):
         lag = torch.arange(self.lags, device=src.device)[None, :]
         counts = self.counts[lag, src]  # (N, lags, width)
         hit = (self.cols[lag, src] == targets[:, None, None]) & (counts > 0)  # the target's slot
-        kept = self._discounted(counts - hit.to(counts.dtype))  # this occurrence taken out
+        kept = self._discounted(counts - hit * self.units[lag, src])  # this occurrence taken out
         mass = kept.sum(dim=2)  # (N, lags)
         totals = self.totals[lag, src] - (src != 0).to(counts.dtype)  # a real source's pair was counted
         g = self._gates(state, totals, mass)  # (N, lags + 1)

@@ -272,7 +272,7 @@ def chunked_ce(
     hidden: torch.Tensor,
     item_weights: torch.Tensor,
     targets: torch.Tensor,
-    chunk_size: int = 1024,
+    chunk_size: int = 512,
     precision: str = "fp32",
     mixture: Mixture | None = None,
 ) -> torch.Tensor:

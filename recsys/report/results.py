@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 from recsys import rundir
-from recsys.config import BASELINE_NAMES, ExperimentConfig
+from recsys.config import BASELINE_NAMES, LEGACY_VALUES, ExperimentConfig
 
 # Beside the run directory's own files (``recsys.rundir``): what benchmarks/runner.py adds.
 RESULT = "result.json"
@@ -40,25 +40,29 @@ EXCLUDED_DATASETS = frozenset({"taobao-sample"})
 # (ranks are pooled over all users before averaging; tests/eval checks it). The torch thread
 # count changes only the order of float sums; a result records it (``torch_threads``), and a
 # bit-identical rerun needs the same count, but a run on 2 threads is the same experiment as
-# one on 1, so the runner does not redo it when ``--threads`` differs. ``retain_memory`` is an
-# allocator setting: same numbers either way. ``logger`` picks where the curves are shown
+# one on 1, so the runner does not redo it when ``--threads`` differs. ``retain_memory`` and
+# ``trim_memory`` are allocator settings: same numbers either way. ``logger`` picks where the curves are shown
 # (TensorBoard, MLflow, ...) beside the CSV log every run keeps: same numbers either way.
 COSMETIC = (("output_dir",), ("data", "data_dir"), ("train", "progress_bar"), ("eval", "batch_size"),
-            ("train", "num_threads"), ("train", "retain_memory"), ("train", "logger"))
-# Fields added after results existed, with the value that reproduces the older behaviour: at
-# that value they are left out of the hash, so adding a field does not make every finished
-# run stale, while a run that sets another value hashes differently.
-ADDED_FIELDS = {
-    ("train", "negatives_per"): "batch",
-    ("train", "prior_offset"): False,
-    ("model", "tied_output"): True,
-    ("model", "dropout_sampler"): "bernoulli",
-    ("train", "length_groups"): 1,
-    ("train", "encoder_precision"): "fp32",
-    ("model", "transition_lags"): 0,
-    ("model", "transition_width"): 32,
-    ("model", "transition_ce_weight"): 1.0,
-}
+            ("train", "num_threads"), ("train", "retain_memory"), ("train", "trim_memory"),
+            ("train", "logger"))
+# Fields added after results existed, with the value that reproduces the older behaviour
+# (``recsys.config.LEGACY_VALUES``): at that value they are left out of the hash, so adding a
+# field does not make every finished run stale, while a run that sets another value hashes
+# differently.
+ADDED_FIELDS = LEGACY_VALUES
+
+
+def _unread(doc: dict) -> list[tuple[str, str]]:
+    """Fields the rest of the config makes unread, so they cannot change a result: the
+    transition head's settings without the head, the chunk size of a loss that does not
+    chunk."""
+    out = []
+    if not doc["model"].get("transition_lags"):
+        out += [("model", k) for k in ("transition_width", "transition_ce_weight", "transition_em")]
+    if doc["train"].get("loss") != "ce_chunked":
+        out.append(("train", "chunk_size"))
+    return out
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,8 @@ def config_hash(cfg: ExperimentConfig, with_seed: bool = True) -> str:
         for key in path[:-1]:
             node = node[key]
         node.pop(path[-1], None)
+    for section, key in _unread(doc):
+        doc[section].pop(key, None)
     for (section, key), old in ADDED_FIELDS.items():
         if doc.get(section, {}).get(key) == old:
             del doc[section][key]

@@ -156,3 +156,51 @@ def test_sampled_softmax_takes_the_mixture():
     assert float(same) == pytest.approx(float(plain), rel=1e-6)
     helped = sampled_softmax(h, w, t, neg, mixture=Mixture(torch.full((5,), 0.5), torch.full((5,), 0.5)))
     assert float(helped) < float(plain)
+
+
+def test_em_counts_take_chains_out_of_the_longer_lag():
+    # 1 -> 2 -> 3 and 1 -> 6 -> 7: the item two steps after 1 is 3 or 7, but the item one
+    # step back always explains it better (2 -> 3 and 6 -> 7 never vary). 4 -> m -> 5: the
+    # item two steps after 4 is always 5, while the middle items m are followed by anything.
+    rng = np.random.default_rng(0)
+    seqs = [[1, 2, 3]] * 50 + [[1, 6, 7]] * 50
+    for m in range(8, 18):
+        seqs += [[4, m, 5]] * 5 + [[m, int(r)] for r in rng.integers(18, 38, size=20)]
+    raw = head_on(seqs, n_items=40, lags=2, width=8)
+    em = TransitionHead(40, 4, lags=2, width=8, em_iterations=5)
+    items = np.concatenate([np.asarray(s) for s in seqs])
+    lengths = np.array([len(s) for s in seqs])
+    start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    em.fit_pattern(items, start, start + lengths)
+
+    def count(head, lag, src, tgt):
+        slot = head.cols[lag, src].tolist().index(tgt)
+        return float(head.counts[lag, src, slot]), float(head.units[lag, src, slot])
+
+    assert count(raw, 1, 1, 3) == (50.0, 1.0) and count(raw, 1, 4, 5) == (50.0, 1.0)
+    chain, chain_unit = count(em, 1, 1, 3)
+    planted, planted_unit = count(em, 1, 4, 5)
+    # raw counts weigh both 50; EM takes the chain's echo nearly all out (it measured 1.6 vs 20.3)
+    assert chain < 0.1 * 50 and planted > 0.3 * 50 and planted > 5 * chain
+    assert chain_unit == pytest.approx(chain / 50) and planted_unit == pytest.approx(planted / 50)
+    lag1 = count(em, 0, 2, 3)[0]
+    assert lag1 > 0.8 * 50  # 2 -> 3 keeps what lag 2 lost
+    assert torch.equal(em.totals, raw.totals)  # the gates' source counts stay raw
+
+
+def test_leave_one_out_takes_out_one_occurrences_em_share():
+    seqs = [[1, 2, 3], [1, 2, 3], [5, 2, 3], [2, 4], [6, 2, 4]]
+    head = TransitionHead(6, 4, lags=1, width=4, em_iterations=3)
+    items = np.concatenate([np.asarray(s) for s in seqs])
+    lengths = np.array([len(s) for s in seqs])
+    start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    head.fit_pattern(items, start, start + lengths)
+    with torch.no_grad():
+        head.discount_logit.fill_(-30.0)  # discount ~0
+    slot3, slot4 = head.cols[0, 2].tolist().index(3), head.cols[0, 2].tolist().index(4)
+    c3, c4 = float(head.counts[0, 2, slot3]), float(head.counts[0, 2, slot4])
+    assert 0 < c4 < 2 and 0 < c3 < 3  # responsibilities below 1 per occurrence
+    base, rest = head.training_mixture(torch.zeros(1, 4), torch.tensor([[1, 2]]), torch.tensor([[False, True]]),
+                                       torch.tensor([3]))
+    c3_out = c3 - c3 / 3  # one of the three occurrences of 2 -> 3, at its average share
+    assert float(rest) == pytest.approx((1 - float(base)) * c3_out / (c3_out + c4), rel=1e-5)
