@@ -126,12 +126,36 @@ def _training_item_counts(run_dir: Path):
     return np.bincount(items[positions], minlength=vocab.n_items + 1).astype(np.int64)
 
 
+def _refit_baseline(run_dir: Path):
+    """A baseline run's model, refitted on its training split as ``recsys evaluate`` does
+    (baselines keep no checkpoint). Refuses data whose fingerprint changed."""
+    from recsys import rundir
+    from recsys.baselines.registry import build_baseline
+    from recsys.data.vocab import Vocab
+    from recsys.errors import ArtifactError
+    from recsys.training.build import build_datamodule, training_events
+
+    cfg = rundir.read_config(run_dir)
+    recorded = rundir.read_metrics(run_dir)["dataset"]["fingerprint"]
+    dm = build_datamodule(cfg, vocab=Vocab.load(run_dir / rundir.VOCAB))
+    if dm.events.fingerprint != recorded:
+        raise ArtifactError(f"{run_dir}: the data changed since training (fingerprint {dm.events.fingerprint[:12]} "
+                            f"!= {recorded[:12]}); a baseline is refitted from it, so it cannot be exported")
+    return build_baseline(cfg.model).fit(training_events(dm))
+
+
 def _export(args: argparse.Namespace) -> int:
+    from recsys import rundir
+    from recsys.baselines.registry import BASELINES
     from recsys.inference.export import export_run
 
+    baseline = None
+    if rundir.has_config(args.run_dir) and rundir.read_config(args.run_dir).model.name in BASELINES:
+        baseline = _refit_baseline(args.run_dir)
     counts = None if args.no_popularity else _training_item_counts(args.run_dir)
     onnx_k = args.onnx_k if args.onnx else None
-    out = export_run(args.run_dir, args.out, item_counts=counts, overwrite=args.overwrite, onnx_k=onnx_k)
+    out = export_run(args.run_dir, args.out, item_counts=counts, overwrite=args.overwrite, onnx_k=onnx_k,
+                     baseline=baseline)
     print(f"artifact: {out}" + (f" (with model.onnx, top-{onnx_k})" if onnx_k else ""))
     return 0
 
@@ -210,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="recompute metrics of a finished run from its checkpoint")
     p.add_argument("run_dir", type=Path)
     p.set_defaults(func=_evaluate)
-    p = sub.add_parser("export", help="write a serving artifact (safetensors + JSON) from a finished run")
+    p = sub.add_parser("export", help="write a serving artifact (safetensors + JSON) from a finished run "
+                                      "(neural, or a counting baseline: refitted on the run's training split)")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", required=True, type=Path, help="artifact folder to create")
     p.add_argument("--overwrite", action="store_true", help="replace an existing artifact folder")

@@ -49,6 +49,12 @@ class Baseline(Protocol):
 
     def score(self, inputs: torch.Tensor) -> torch.Tensor: ...
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted arrays: what a serving artifact stores (``load_state`` reads them back)."""
+        ...
+
+    def load_state(self, state: dict[str, np.ndarray]) -> Baseline: ...
+
 
 def with_pad_column(scores: np.ndarray) -> torch.Tensor:
     """(B, n + 1) float64 scores with column ``PAD_ID`` set to -inf."""

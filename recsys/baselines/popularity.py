@@ -28,6 +28,14 @@ class MostPopular:
     def score(self, inputs: torch.Tensor) -> torch.Tensor:
         return with_pad_column(np.broadcast_to(self.scores, (inputs.shape[0], len(self.scores))))
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted scores, for a serving artifact."""
+        return {"scores": self.scores}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> MostPopular:
+        self.scores = np.asarray(state["scores"], dtype=np.float64)
+        return self
+
 
 class RecentPopular:
     """Popularity within the last ``days`` days of the training log.
@@ -62,3 +70,11 @@ class RecentPopular:
 
     def score(self, inputs: torch.Tensor) -> torch.Tensor:
         return with_pad_column(np.broadcast_to(self.scores, (inputs.shape[0], len(self.scores))))
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted scores (recent counts + popularity key), for a serving artifact."""
+        return {"scores": self.scores}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> RecentPopular:
+        self.scores = np.asarray(state["scores"], dtype=np.float64)
+        return self

@@ -26,6 +26,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from recsys.baselines.base import Baseline
+from recsys.baselines.registry import BASELINES, restore_baseline
 from recsys.config import ModelConfig
 from recsys.data.vocab import Vocab
 from recsys.errors import ArtifactError
@@ -65,8 +67,9 @@ class Artifact:
     """Weights + everything that builds and describes them.
 
     ``state_dict`` holds the encoder's tensors (keys as in ``SASRecEncoder.state_dict()``,
-    no ``encoder.`` prefix); ``heads_state`` the next-action heads' (``ActionHeads``), empty
-    without. ``item_counts`` has ``n_items + 1`` entries indexed by token id (entry 0, PAD,
+    no ``encoder.`` prefix), or, for a counting baseline (``model.name`` in
+    ``recsys.baselines.registry.BASELINES``), the arrays of its ``state()``; ``heads_state``
+    the next-action heads' (``ActionHeads``), empty without. ``item_counts`` has ``n_items + 1`` entries indexed by token id (entry 0, PAD,
     is 0), or is ``None`` when the exporter had no training data.
     """
 
@@ -95,12 +98,36 @@ class Artifact:
         offsets = self.state_dict["attr_offsets"].tolist()  # over tokens 0..n+1
         return [ids[offsets[t] : offsets[t + 1]] for t in range(1, self.vocab.n_items + 1)]
 
+    @property
+    def is_baseline(self) -> bool:
+        """True for a counting baseline (popularity, transitions...): no encoder, no embeddings."""
+        return self.model.name in BASELINES
+
+    def build_baseline(self) -> Baseline:
+        """The fitted baseline these arrays describe (scores as on the training side)."""
+        if not self.is_baseline:
+            raise ArtifactError(f"model {self.model.name!r} is not a baseline ({sorted(BASELINES)})")
+        try:
+            return restore_baseline(self.model, {k: v.numpy() for k, v in self.state_dict.items()})
+        except (KeyError, ValueError) as exc:
+            raise ArtifactError(f"baseline arrays do not fit {self.model.name!r}: {exc}") from exc
+
+    def check(self) -> None:
+        """Build what the artifact describes (encoder and heads, or baseline); raise
+        ``ArtifactError`` if the tensors do not fit the config."""
+        if self.is_baseline:
+            self.build_baseline()
+        else:
+            self.build_encoder()
+            self.build_heads()
+
     def build_encoder(self) -> torch.nn.Module:
         """The encoder with these weights, in eval mode (dropout off)."""
         if self.model.name not in ENCODERS:
             raise ArtifactError(
-                f"model {self.model.name!r} is not a neural encoder ({sorted(ENCODERS)}); recsys.inference "
-                "serves encoders only"
+                f"model {self.model.name!r} is neither a neural encoder ({sorted(ENCODERS)}) nor a baseline "
+                f"({sorted(BASELINES)})" if not self.is_baseline else
+                f"model {self.model.name!r} is a baseline: it has no encoder (use build_baseline)"
             )
         n_events = len(self.actions.names) if self.actions is not None and self.actions.reads else 0
         try:
@@ -166,8 +193,7 @@ def write_artifact(
             f"item_counts must have n_items + 1 = {artifact.vocab.n_items + 1} entries, "
             f"got shape {artifact.item_counts.shape}"
         )
-    artifact.build_encoder()  # refuse to write weights that do not fit the config
-    artifact.build_heads()
+    artifact.check()  # refuse to write weights that do not fit the config
     if not artifact.recsys_version:
         artifact = dataclasses.replace(artifact, recsys_version=_library_version())
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -293,8 +319,7 @@ def load_artifact(path: str | Path) -> Artifact:
         actions=actions,
         heads_state=heads,
     )
-    artifact.build_encoder()  # shapes and keys must fit the config
-    artifact.build_heads()
+    artifact.check()  # shapes and keys must fit the config
     return artifact
 
 

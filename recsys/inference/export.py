@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from recsys import rundir
+from recsys.baselines.base import Baseline
 from recsys.data.vocab import Vocab
 from recsys.errors import ArtifactError
 from recsys.inference.artifact import ONNX_FILE, ActionSpec, Artifact, write_artifact
@@ -43,7 +44,7 @@ def read_run(run_dir: str | Path, item_counts: np.ndarray | None = None) -> Arti
     state = {k[len("encoder.") :]: v for k, v in weights.items() if k.startswith("encoder.")}
     heads = {k[len("heads.") :]: v for k, v in weights.items() if k.startswith("heads.")}
     if not state:
-        raise ArtifactError(f"{checkpoint} holds no encoder weights (baselines are not exported)")
+        raise ArtifactError(f"{checkpoint} holds no encoder weights")
     actions = None
     names = rundir.read_event_names(run_dir)
     if names is not None:
@@ -66,6 +67,25 @@ def read_run(run_dir: str | Path, item_counts: np.ndarray | None = None) -> Arti
     )
 
 
+def baseline_artifact(run_dir: str | Path, baseline: Baseline, item_counts: np.ndarray | None = None) -> Artifact:
+    """The ``Artifact`` of a finished baseline run, holding the fitted ``baseline``'s arrays.
+
+    Baselines have no checkpoint (``recsys evaluate`` refits them): the caller refits on the
+    run's training split (``recsys export`` does) and passes the fitted model here."""
+    run_dir = Path(run_dir)
+    rundir.require(run_dir, [rundir.CONFIG, rundir.VOCAB, rundir.METRICS])
+    cfg = rundir.read_config(run_dir)
+    recorded = rundir.read_metrics(run_dir)
+    return Artifact(
+        model=cfg.model,
+        vocab=Vocab.load(run_dir / rundir.VOCAB),
+        state_dict={k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in baseline.state().items()},
+        item_counts=item_counts,
+        dataset=dict(recorded.get("dataset", {}), split=cfg.data.split),
+        metrics={key: recorded[key] for key in ("valid", "test", "protocol", "exclude_seen") if key in recorded},
+    )
+
+
 def save_artifact(artifact: Artifact, out: str | Path, overwrite: bool = False, onnx_k: int | None = None) -> Path:
     """Write ``artifact`` to the folder ``out`` atomically; return ``out``.
 
@@ -85,6 +105,10 @@ def export_run(
     item_counts: np.ndarray | None = None,
     overwrite: bool = False,
     onnx_k: int | None = None,
+    baseline: Baseline | None = None,
 ) -> Path:
-    """Write the artifact of ``run_dir`` to ``out`` atomically (plus ``model.onnx`` if ``onnx_k``)."""
-    return save_artifact(read_run(run_dir, item_counts), out, overwrite=overwrite, onnx_k=onnx_k)
+    """Write the artifact of ``run_dir`` to ``out`` atomically (plus ``model.onnx`` if ``onnx_k``).
+
+    A baseline run passes its refitted ``baseline`` (it has no checkpoint to read)."""
+    artifact = read_run(run_dir, item_counts) if baseline is None else baseline_artifact(run_dir, baseline, item_counts)
+    return save_artifact(artifact, out, overwrite=overwrite, onnx_k=onnx_k)

@@ -4,10 +4,12 @@ Endpoints (JSON):
 
 - ``GET /health`` -> ``{"status": "ok", "n_items", "model", "dataset", "recsys_version", "stats"}``;
 - ``POST /recommend`` ``{"histories": [["a", "b"], ...], "k": 10, "exclude_seen": false,
-  "candidates": null}`` -> ``{"items", "scores", "n_unknown", "fallback"}`` (see
-  ``Recommendations``);
+  "candidates": null, "exclude": null}`` -> ``{"items", "scores", "n_unknown", "fallback"}``
+  (see ``Recommendations``; a fallback row's scores are ``null``). ``candidates`` is one
+  list shared by every history or one list per history; ``exclude`` one list per history;
 - ``POST /score`` ``{"history": ["a", "b"], "items": ["c", "d"]}`` -> ``{"scores": [...]}``,
-  with ``null`` for items outside the vocabulary (JSON has no ``-inf``);
+  with ``null`` for items outside the vocabulary (JSON has no ``-inf``) and for every item of
+  an empty history (no model score: it is NaN in ``Recommender.score``);
 - ``POST /next_action`` ``{"history": ["a", "b"]}`` -> ``NextAction.to_dict()``, for models
   with an action head (501 otherwise).
 
@@ -46,7 +48,8 @@ class RecommendRequest(_Strict):
     histories: list[list[str]] = Field(min_length=1, max_length=MAX_BATCH)
     k: int = Field(10, ge=1, le=MAX_K)
     exclude_seen: bool = False
-    candidates: list[str] | None = Field(None, min_length=1, max_length=MAX_ITEMS)
+    candidates: list[str] | list[list[str]] | None = Field(None, min_length=1, max_length=MAX_ITEMS)
+    exclude: list[list[str]] | None = None
     actions: list[list[str]] | None = None
 
 
@@ -95,6 +98,7 @@ def create_app(recommender: Recommender) -> FastAPI:
                 exclude_seen=request.exclude_seen,
                 candidates=request.candidates,
                 actions=request.actions,
+                exclude=request.exclude,
             )
         except refused as exc:
             raise _refuse(exc) from None
@@ -106,7 +110,7 @@ def create_app(recommender: Recommender) -> FastAPI:
             values = recommender.score(request.history, request.items, actions=request.actions)
         except refused as exc:
             raise _refuse(exc) from None
-        return {"scores": [None if math.isinf(v) else float(v) for v in values.tolist()]}
+        return {"scores": [None if math.isinf(v) or math.isnan(v) else float(v) for v in values.tolist()]}
 
     @app.post("/next_action")
     def next_action(request: NextActionRequest) -> dict:

@@ -3,7 +3,7 @@
 The graph (``onnx_export.TopKGraph``) works in token ids; this class encodes raw-id histories
 with the artifact's vocabulary exactly as ``Recommender`` does, runs the graph, and maps
 the returned token ids back to raw ids. Empty histories are answered by popularity in
-Python (the graph never sees them). ``candidates`` is not supported here: rank the
+Python (the graph never sees them; their scores are NaN, as in ``Recommender``). ``candidates`` is not supported here: rank the
 candidates with ``Recommender.score`` or restrict results after the call.
 """
 
@@ -131,5 +131,6 @@ class OnnxRecommender:
         for row in range(B):
             n = int((values[row] > -np.inf).sum())
             items.append(self._ids[tokens[row, :n] - 1].tolist())
-            scores.append(values[row, :n].copy())
+            # a fallback row is ranked by training counts and has no model scores, as in Recommender
+            scores.append(np.full(n, np.nan, np.float32) if empty[row] else values[row, :n].copy())
         return Recommendations(items, scores, batch.n_unknown.tolist(), empty.tolist())

@@ -51,15 +51,47 @@ def test_recent_popularity_refuses_position_only_data():
 def test_transitions_count_pairs_within_users_and_back_off_to_popularity():
     model = ItemTransitions().fit(_data())
     # pairs: 1->2, 2->3, 3->1, 1->2 (user 0); 2->3, 3->4 (user 1). None crosses users.
-    assert model.transitions[1, 2] == 2 and model.transitions[2, 3] == 2
-    assert model.transitions[3, 1] == 1 and model.transitions[3, 4] == 1
-    assert model.transitions[2, 2] == 0 and model.transitions.sum() == 6
+    assert model.pair_count(1, 2) == 2 and model.pair_count(2, 3) == 2
+    assert model.pair_count(3, 1) == 1 and model.pair_count(3, 4) == 1
+    assert model.pair_count(2, 2) == 0 and model.counts.sum() == 6
     scores = model.score(torch.tensor([[0, 3], [2, 4], [0, 0]]))
     key = np.array([2, 3, 2, 1, 0]) / 4.0
     assert scores[0, 1:].tolist() == pytest.approx((np.array([1, 0, 0, 1, 0]) + key).tolist())
     assert target_ranks(scores[:1], torch.tensor([1])).tolist() == [1]  # 3->1 ties 3->4, popularity decides
     assert scores[1, 1:].tolist() == pytest.approx(key.tolist())  # item 4 was never followed: popularity
     assert scores[2, 1:].tolist() == pytest.approx(key.tolist())  # empty history: popularity
+
+
+@pytest.mark.parametrize("name", ["popularity", "recent_popularity", "transitions"])
+def test_state_restores_a_fitted_baseline_that_scores_identically(name):
+    from recsys.baselines.registry import build_baseline, restore_baseline
+    from recsys.config import ModelConfig
+
+    cfg = ModelConfig(name=name, recent_days=2)
+    fitted = build_baseline(cfg).fit(_data(STAMPS))
+    restored = restore_baseline(cfg, {k: v.copy() for k, v in fitted.state().items()})
+    inputs = torch.tensor([[0, 3], [2, 4], [0, 0], [1, 1], [0, 5]])
+    assert torch.equal(restored.score(inputs), fitted.score(inputs))
+
+
+def test_transitions_score_equals_a_dense_count_table_by_hand():
+    """The CSR scoring against a dense (n + 1, n + 1) table built pair by pair."""
+    rng = np.random.default_rng(0)
+    items = rng.integers(1, 8, size=60)
+    start, stop = np.array([0, 20, 45]), np.array([18, 44, 60])
+    data = TrainingEvents(items, start, stop, n_items=7)
+    model = ItemTransitions().fit(data)
+    table = np.zeros((8, 8))
+    for s, e in zip(start, stop):
+        for a, b in zip(items[s:e - 1], items[s + 1:e]):
+            table[a, b] += 1
+    key = np.bincount(np.concatenate([items[s:e] for s, e in zip(start, stop)]), minlength=8) / 1.0
+    key = key / (key.max() + 1)
+    inputs = torch.tensor([[0, a] for a in range(8)])
+    expected = table + key[None, :]
+    expected[0] = key  # PAD as the last item: popularity only
+    expected[:, 0] = -np.inf
+    assert torch.equal(model.score(inputs), torch.from_numpy(expected))
 
 
 def test_registry_matches_config_names():

@@ -114,13 +114,19 @@ def test_empty_history_falls_back_to_popularity_or_raises(small_artifact, rec):
     counts = load_artifact(small_artifact).item_counts
     out = rec.recommend([[], ["unknown-only"], ["i1"]], k=4)
     assert out.fallback == [True, True, False]
-    order = np.argsort(-counts[1:], kind="stable")
-    assert list(out.scores[0]) == sorted(counts[1:], reverse=True)[:4]
-    assert set(out.items[0]) <= {f"i{j}" for j in order[:10]}
+    # fallback rows are ranked by training counts, but carry no model scores (NaN)
+    assert rec.popularity(out.items[0]).tolist() == sorted(counts[1:], reverse=True)[:4]
+    assert np.isnan(out.scores[0]).all() and len(out.scores[0]) == 4
+    assert np.isfinite(out.scores[2]).all()
     assert out.items[0] == out.items[1]
+    assert rec.popularity(["i3", "nope"]).tolist() == [counts[4], -1]
     within = rec.recommend([[]], k=2, candidates=["i3", "i7", "i11"]).items[0]
     assert within == sorted(["i3", "i7", "i11"], key=lambda i: -counts[int(i[1:]) + 1])[:2]
-    np.testing.assert_array_equal(rec.score([], ["i3", "i7"]), counts[[4, 8]].astype(np.float32))
+    assert np.isnan(rec.score([], ["i3", "i7"])).all()
+    assert rec.score([], ["i3", "nope"])[1] == -np.inf
+    table = out.to_pandas(users=["a", "b", "c"])
+    assert table["fallback"].tolist() == [True] * 8 + [False] * 4
+    assert table["score"][:8].isna().all() and table["score"][8:].notna().all()
     assert not rec.user_embeddings([[]]).any()
     strict = Recommender.load(small_artifact, empty="raise")
     with pytest.raises(EmptyHistoryError, match=r"histories\[1\]"):
