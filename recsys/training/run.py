@@ -251,6 +251,10 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
     _set_threads(cfg)
     if cfg.train.retain_memory:
         retain_freed_memory()
+    if cfg.train.trim_memory:  # kept free pages go back at each phase switch (issue 19)
+        from recsys.training.allocator import TrimFreedMemory
+
+        callbacks = [*callbacks, TrimFreedMemory()]
     dm = _datamodule_for_run(cfg, partial) if resume else _datamodule(cfg)
     prepared, cpu_prepared = time.perf_counter(), time.process_time()
     module = _module(cfg, dm)

@@ -57,3 +57,66 @@ def test_retain_memory_is_cosmetic():
     cfg = ExperimentConfig()
     assert cfg.train.retain_memory
     assert config_hash(cfg.with_overrides(["train.retain_memory=false"])) == config_hash(cfg)
+
+
+# 64 buffers of 4 MB written and freed under the retain settings (kept in the heap), with a
+# small block allocated after them; prints RSS (MB) after the free, then after the trim.
+_TRIM = """
+from pathlib import Path
+import numpy as np
+from recsys.training.allocator import retain_freed_memory, trim_freed_memory
+assert retain_freed_memory()
+def rss():
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmRSS"))
+    return int(line.split()[1]) / 1024
+buffers = [np.ones(1 << 19) for _ in range(64)]
+tail = np.ones(16)
+del buffers
+kept = rss()
+trim_freed_memory()
+print(kept, rss())
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason="malloc_trim is glibc's")
+def test_trim_hands_the_kept_pages_back():
+    out = subprocess.run([sys.executable, "-c", _TRIM], capture_output=True, text=True, check=True)
+    kept, trimmed = map(float, out.stdout.split())
+    assert kept - trimmed > 128  # of the 256 MB freed and kept, most goes back
+
+
+def _planted_cfg(tmp_path, trim: bool):
+    from recsys.config import ExperimentConfig
+    from recsys.data.synthetic import planted_markov_log
+
+    path = tmp_path / "events.csv"
+    log = planted_markov_log(n_users=64, n_items=20, p_follow=0.6, min_len=5, max_len=12, seed=1)
+    log.frame.rename(columns={"user": "user_id", "item": "item_id"}).to_csv(path, index=False)
+    return ExperimentConfig.from_dict({
+        "name": "trim", "seed": 1, "output_dir": str(tmp_path),
+        "data": {"name": "planted", "format": "csv", "path": str(path)},
+        "model": {"dim": 8, "n_blocks": 1, "n_heads": 1, "max_len": 6},
+        "train": {"batch_size": 16, "max_epochs": 3, "patience": 10, "progress_bar": False, "num_threads": 1,
+                  "trim_memory": trim},
+    })
+
+
+@pytest.mark.parametrize("trim", [True, False])
+def test_fit_trims_before_validation_and_at_each_epoch_end(tmp_path, monkeypatch, trim):
+    from recsys.training import allocator
+    from recsys.training.run import fit
+
+    calls = []
+    monkeypatch.setattr(allocator, "trim_freed_memory", lambda: calls.append(1) or True)
+    result = fit(_planted_cfg(tmp_path, trim), tmp_path / "run")
+    assert result.metrics["epochs"] == 3
+    assert len(calls) == (2 * 3 if trim else 0)  # not in the final validate / test passes
+
+
+def test_trim_memory_is_cosmetic():
+    from recsys.config import ExperimentConfig
+    from recsys.report.results import config_hash
+
+    cfg = ExperimentConfig()
+    assert cfg.train.trim_memory
+    assert config_hash(cfg.with_overrides(["train.trim_memory=false"])) == config_hash(cfg)
