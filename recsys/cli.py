@@ -1,5 +1,6 @@
 """Command line: ``recsys fit --config FILE [key=value ...]`` (or ``--resume RUN_DIR``),
-``recsys evaluate RUN_DIR``, ``recsys export RUN_DIR --out DIR``, ``recsys serve ARTIFACT``,
+``recsys evaluate RUN_DIR``, ``recsys export RUN_DIR --out DIR``, ``recsys recommend ARTIFACT
+--histories FILE --k N --out FILE``, ``recsys serve ARTIFACT``,
 ``recsys leaderboard`` and ``recsys tune --config FILE --space FILE``; ``recsys CMD --help``
 for each."""
 
@@ -160,6 +161,24 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recommend(args: argparse.Namespace) -> int:
+    import torch
+
+    from recsys.inference.offline import recommend_file
+    from recsys.inference.recommender import Recommender
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rec = Recommender.load(args.artifact, unknown=args.unknown, empty=args.empty, item_precision=args.item_precision)
+    done = recommend_file(rec, args.histories, args.out, k=args.k, exclude_seen=args.exclude_seen,
+                          user_col=args.user_col, item_col=args.item_col, time_col=args.time_col or None,
+                          sep=args.sep, fmt=args.format, batch_size=args.batch_size,
+                          partition_rows=args.partition_rows, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"wrote {done.out}: top-{args.k} for {done.users:,} users ({done.fallback_users:,} by popularity "
+          f"fallback), {done.rows:,} rows, from {done.events:,} events in {done.seconds:.1f}s")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     import torch
 
@@ -244,6 +263,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (needs the onnx extra)")
     p.add_argument("--onnx-k", type=int, default=100, help="top-k the ONNX graph returns (default 100)")
     p.set_defaults(func=_export)
+    p = sub.add_parser("recommend", help="offline top-k for every user of a CSV / Parquet event log, to a file",
+                       description="Top-k for every user of an event log (CSV or Parquet, one event per row), "
+                                   "written as user_id,item_id,score,rank,fallback (CSV or Parquet, by --out's "
+                                   "name). Streams the log and spills it by user into temporary partitions, so "
+                                   "memory stays bounded; the output is renamed into place when complete. "
+                                   "Needs pyarrow (the serve extra).")
+    p.add_argument("artifact", type=Path)
+    p.add_argument("--histories", type=Path, required=True, help="event log: .csv(.gz) or .parquet")
+    p.add_argument("--out", type=Path, required=True, help="output file: .csv or .parquet")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--exclude-seen", action="store_true", help="drop every item of the user's own history")
+    p.add_argument("--user-col", default="user_id")
+    p.add_argument("--item-col", default="item_id")
+    p.add_argument("--time-col", default="timestamp",
+                   help="orders each user's events (ties keep file order); '' for file order")
+    p.add_argument("--sep", default=",", help="CSV delimiter")
+    p.add_argument("--format", choices=("csv", "parquet"), default=None, help="input format (default: by name)")
+    p.add_argument("--batch-size", type=int, default=1024, help="users per Recommender.recommend call")
+    p.add_argument("--partition-rows", type=int, default=4_000_000,
+                   help="events per partition held in memory at once (sets peak memory)")
+    p.add_argument("--unknown", choices=("ignore", "raise"), default="ignore", help="unknown item ids")
+    p.add_argument("--empty", choices=("popularity", "raise"), default="popularity", help="empty histories")
+    p.add_argument("--item-precision", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_recommend)
     p = sub.add_parser("serve", help="serve an artifact over HTTP (needs the serve extra)")
     p.add_argument("artifact", type=Path)
     p.add_argument("--host", default="127.0.0.1")
