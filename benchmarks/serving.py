@@ -1,7 +1,21 @@
-"""Serving latency and throughput: eager torch vs onnxruntime, end to end in raw ids.
+"""Serving latency and throughput: eager torch vs onnxruntime, end to end in raw ids; and
+offline top-k for every user of a log (`recsys recommend`).
 
     .venv/bin/python benchmarks/serving.py                      # full run, writes benchmarks/SERVING.md
     .venv/bin/python benchmarks/serving.py --quick --out /tmp/SERVING.md   # a smoke run
+    .venv/bin/python benchmarks/serving.py --sections offline \
+        --beauty-artifact artifacts/beauty                       # only the offline section (below)
+
+The offline section (``--sections offline``) times ``recsys recommend`` (the CLI, in a
+child process) on a synthetic log of ``--offline-users`` users (1,000,000) at Beauty's
+catalogue size (12,101 items): history lengths drawn from the S3-Rec Beauty test
+histories, items uniform, rows shuffled (the command must sort them). The artifact has
+random weights and the library defaults (SASRec with the transition mixture head, dim 64,
+2 blocks, max_len 50). It reports wall and CPU time, users per second and the child's peak
+RSS. With ``--beauty-artifact`` (an artifact exported from an S3-Rec Beauty run) it also
+runs ``recsys recommend`` on the real Beauty test histories (each user's events but the
+last) and checks the file against ``Recommender.recommend`` on the same rows. The section
+replaces itself in SERVING.md and leaves the rest of the file as it was.
 
 For each catalogue size (Beauty's 12,101 items and 1,000,000 items) it builds a SASRec
 artifact with random weights (dim 64, 2 blocks, 1 head, max_len 50; serving cost does not
@@ -40,6 +54,8 @@ from recsys.config import ModelConfig
 from recsys.inference import OnnxRecommender, Recommender, random_artifact, save_artifact
 
 MODEL = ModelConfig(name="sasrec", dim=64, n_blocks=2, n_heads=1, max_len=50, dropout=0.2)
+# The offline section serves what `recsys fit` trains by default: the transition mixture head.
+OFFLINE_MODEL = ModelConfig(name="sasrec", dim=64, n_blocks=2, n_heads=1, max_len=50, dropout=0.2, transition_lags=3)
 TARGETS = {  # (catalogue size, metric) -> (comparison, bound), from issue 4
     (12_101, "p50_ms"): ("<=", 2.0),
     (12_101, "throughput"): (">=", 5_000.0),
@@ -239,6 +255,185 @@ def markdown(rows: list[dict], info: dict, args: argparse.Namespace, started: st
     return "\n".join(lines)
 
 
+OFFLINE_BEGIN = "<!-- offline: written by benchmarks/serving.py --sections offline; keep these markers -->"
+OFFLINE_END = "<!-- /offline -->"
+
+
+def beauty_test_histories(data_dir: Path) -> dict[str, list[str]]:
+    """S3-Rec Beauty (``user i1 i2 ...`` per line): each user's events but the last (the test target)."""
+    import gzip
+
+    out = {}
+    with gzip.open(data_dir / "s3rec-preprocessed" / "Beauty.txt.gz", "rt") as fh:
+        for line in fh:
+            user, *items = line.split()
+            out[user] = items[:-1]
+    return out
+
+
+def write_log(path: Path, histories: dict[str, list[str]] | None = None, *, users: int = 0, n_items: int = 0,
+              lengths: np.ndarray | None = None, seed: int = 0) -> int:
+    """A CSV event log (user_id,item_id,timestamp = position in the history), rows shuffled.
+    Either the given ``histories`` or ``users`` synthetic ones (ids ``i<j>``, lengths drawn from
+    ``lengths``). Returns the number of events."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    rng = np.random.default_rng(seed)
+    if histories is not None:
+        names = np.asarray(list(histories), dtype=object)
+        sizes = np.fromiter((len(h) for h in histories.values()), dtype=np.int64, count=len(histories))
+        items = np.asarray([i for h in histories.values() for i in h], dtype=object)
+    else:
+        names = np.char.add("u", np.arange(users).astype(str)).astype(object)
+        sizes = rng.choice(lengths, size=users)
+        items = np.char.add("i", rng.integers(0, n_items, size=int(sizes.sum())).astype(str)).astype(object)
+    user_col = np.repeat(names, sizes)
+    stamps = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    order = rng.permutation(len(user_col))
+    table = pa.table({"user_id": pa.array(user_col[order], pa.string()), "item_id": pa.array(items[order], pa.string()),
+                      "timestamp": pa.array(stamps[order])})
+    pcsv.write_csv(table, path)
+    return len(user_col)
+
+
+def run_recommend(artifact: Path, log: Path, out: Path, k: int, extra: list[str]) -> dict:
+    """`recsys recommend` in a child process: wall time, CPU time and peak RSS of the child."""
+    cmd = [sys.executable, "-m", "recsys.cli", "recommend", str(artifact), "--histories", str(log), "--k", str(k),
+           "--out", str(out), "--threads", "1", *extra]
+    with open(out.with_suffix(".log"), "w") as log_file:
+        start = time.perf_counter()
+        child = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    text = out.with_suffix(".log").read_text()
+    if child.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{text[-2000:]}")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
+            "summary": text.strip().splitlines()[-1], "command": " ".join(["recsys", *cmd[3:]])}
+
+
+def offline(args: argparse.Namespace, workdir: Path) -> dict:
+    """The offline section's measurements (see the module docstring)."""
+    from recsys.inference.offline import recommend_file  # noqa: F401  (fail early without pyarrow)
+
+    data_dir = Path(os.environ.get("RECSYS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+    beauty = beauty_test_histories(data_dir)
+    lengths = np.fromiter((len(h) for h in beauty.values()), dtype=np.int64)
+    result: dict = {"users": args.offline_users, "items": args.offline_items, "batch_size": args.offline_batch,
+                    "mean_history": float(lengths.mean())}
+    torch.manual_seed(0)
+    art = save_artifact(random_artifact(args.offline_items, OFFLINE_MODEL, seed=0), workdir / "offline-art")
+    log = workdir / "offline-log.csv"
+    t0 = time.perf_counter()
+    result["events"] = write_log(log, users=args.offline_users, n_items=args.offline_items, lengths=lengths, seed=2)
+    result["log_mb"] = log.stat().st_size / 2**20
+    print(f"\n== offline: {args.offline_users:,} users, {result['events']:,} events ({result['log_mb']:.0f} MB CSV) "
+          f"written in {time.perf_counter() - t0:.0f}s", flush=True)
+    result["load_before"] = load_average()
+    result["run"] = run_recommend(art, log, workdir / "offline-top.parquet", 10,
+                                  ["--batch-size", str(args.offline_batch), "--exclude-seen"])
+    result["load_after"] = load_average()
+    print(f"   {result['run']['summary']}\n   peak RSS {result['run']['peak_rss_mb']:.0f} MB, "
+          f"cpu {result['run']['cpu_s']:.0f}s", flush=True)
+    if args.beauty_artifact is not None:
+        result["beauty"] = beauty_check(args.beauty_artifact, beauty, workdir, args.offline_batch)
+    return result
+
+
+def beauty_check(artifact: Path, histories: dict[str, list[str]], workdir: Path, batch: int) -> dict:
+    """`recsys recommend` on the Beauty test histories against Recommender.recommend on the same rows."""
+    import pyarrow.csv as pcsv
+
+    log, out = workdir / "beauty-test.csv", workdir / "beauty-top.csv"
+    write_log(log, histories, seed=3)
+    run = run_recommend(artifact, log, out, 10, ["--batch-size", str(batch), "--exclude-seen"])
+    table = pcsv.read_csv(out, convert_options=pcsv.ConvertOptions(column_types={"user_id": "string",
+                                                                                 "item_id": "string"}))
+    got: dict[str, tuple[list, list]] = {}
+    for user, item, score in zip(*(table.column(c).to_pylist() for c in ("user_id", "item_id", "score"))):
+        got.setdefault(user, ([], []))[0].append(item)
+        got[user][1].append(score)
+    rec = Recommender.load(artifact)
+    users = sorted(histories)  # the command's order: one partition, users by id, `batch` per call
+    same_items = same_scores = 0
+    max_diff = 0.0
+    for lo in range(0, len(users), batch):
+        chunk = users[lo : lo + batch]
+        expected = rec.recommend([histories[u] for u in chunk], k=10, exclude_seen=True)
+        for user, items, scores in zip(chunk, expected.items, expected.scores):
+            g_items, g_scores = got.get(user, ([], []))
+            same_items += g_items == items
+            g = np.asarray(g_scores, dtype=np.float32)
+            same_scores += g.shape == scores.shape and bool(np.array_equal(g, scores, equal_nan=True))
+            if g.shape == scores.shape and len(g):
+                max_diff = max(max_diff, float(np.nanmax(np.abs(g.astype(np.float64) - scores))))
+    print(f"   beauty: {len(users):,} users, identical lists {same_items:,}, identical scores {same_scores:,}, "
+          f"max |diff| {max_diff:.1e}", flush=True)
+    return {"users": len(users), "events": int(sum(len(h) for h in histories.values())), "identical_items": same_items,
+            "identical_scores": same_scores, "max_abs_diff": max_diff, "run": run, "artifact": str(artifact),
+            "model": rec.artifact.model.name, "transition_lags": rec.artifact.model.transition_lags,
+            "dataset": rec.artifact.dataset.get("name"),
+            "test_ndcg10": rec.artifact.metrics.get("test", {}).get("ndcg@10")}
+
+
+def offline_markdown(r: dict, started: str, pinning: str) -> str:
+    run = r["run"]
+    lines = [
+        OFFLINE_BEGIN,
+        "## Offline top-k for every user (`recsys recommend`)",
+        "",
+        f"Written by `benchmarks/serving.py --sections offline` on {started}. {pinning}",
+        "",
+        f"A synthetic CSV log of {r['users']:,} users and {r['events']:,} events ({r['log_mb']:.0f} MB; history "
+        f"lengths drawn from the S3-Rec Beauty test histories, mean {r['mean_history']:.1f}; items uniform over "
+        f"{r['items']:,}, Beauty's catalogue size; rows shuffled, so the command must sort them). Random weights, "
+        "the library defaults (SASRec with the transition mixture head: every answer is a softmax over the whole "
+        "catalogue, dim 64, 2 blocks, max_len 50). The command, in a child process:",
+        "",
+        f"    {run['command']}",
+        "",
+        "| users | events | batch | wall s | users/s (wall) | CPU s | users per CPU-s | peak RSS (child) | load avg before -> after |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| {r['users']:,} | {r['events']:,} | {r['batch_size']} | {run['wall_s']:.0f} | {r['users'] / run['wall_s']:,.0f} "
+        f"| {run['cpu_s']:.0f} | {r['users'] / run['cpu_s']:,.0f} | {run['peak_rss_mb']:,.0f} MB "
+        f"| {r['load_before']} -> {r['load_after']} |",
+        "",
+        f"Its last line: `{run['summary']}`. Wall time includes start-up, reading and partitioning the log, "
+        "sorting each partition, encoding, scoring, and writing the Parquet output. Peak RSS is the child's "
+        "maximum resident set (`wait4`'s ru_maxrss): model, one partition of at most `--partition-rows` events "
+        "(4,000,000) and one batch's scores, not the whole log.",
+    ]
+    b = r.get("beauty")
+    if b is not None:
+        lines += [
+            "",
+            f"**S3-Rec Beauty test histories.** `recsys recommend` on the {b['users']:,} users' test inputs "
+            f"({b['events']:,} events: each user's events but the last, as a CSV log) with an artifact of a "
+            f"trained {b['dataset']} run ({b['model']}, transition_lags {b['transition_lags']}, test NDCG@10 "
+            f"{b['test_ndcg10']:.4f}), top-10 with "
+            f"`--exclude-seen`: {b['run']['wall_s']:.1f} s wall, peak RSS {b['run']['peak_rss_mb']:,.0f} MB. "
+            f"Against `Recommender.recommend` on the same rows (same batches): identical item lists for "
+            f"{b['identical_items']:,} of {b['users']:,} users, bit-identical scores for {b['identical_scores']:,} "
+            f"(largest difference {b['max_abs_diff']:.1e}).",
+        ]
+    lines += ["", OFFLINE_END]
+    return "\n".join(lines)
+
+
+def replace_offline_section(text: str, section: str) -> str:
+    """``text`` with its offline section replaced (or inserted before "## Reading the table")."""
+    if OFFLINE_BEGIN in text and OFFLINE_END in text:
+        head, rest = text.split(OFFLINE_BEGIN, 1)
+        return head + section + rest.split(OFFLINE_END, 1)[1]
+    anchor = "## Reading the table"
+    if anchor in text:
+        head, rest = text.split(anchor, 1)
+        return head + section + "\n\n" + anchor + rest
+    return text.rstrip("\n") + "\n\n" + section + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[12_101, 1_000_000])
@@ -254,14 +449,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small smoke run: 12,101 items, 50 calls, 0.5 s")
     parser.add_argument("--render", type=Path, default=None,
                         help="only rewrite --out from a --json file of an earlier run (no measuring)")
+    parser.add_argument("--sections", nargs="+", choices=("latency", "offline"), default=["latency", "offline"])
+    parser.add_argument("--offline-users", type=int, default=1_000_000)
+    parser.add_argument("--offline-items", type=int, default=12_101)
+    parser.add_argument("--offline-batch", type=int, default=1024, help="users per Recommender.recommend call")
+    parser.add_argument("--beauty-artifact", type=Path, default=None,
+                        help="an artifact exported from an S3-Rec Beauty run: check recsys recommend on its test users")
+    parser.add_argument("--pinning", default="",
+                        help="how the run was pinned and what ran beside it (written into the offline section)")
     args = parser.parse_args(argv)
     if args.render is not None:
         doc = json.loads(args.render.read_text(encoding="utf-8"))
         for key, value in doc["args"].items():
             setattr(args, key, value)
         sys.argv = doc["argv"]
-        args.out.write_text(markdown(doc["rows"], doc["machine"], args, doc["started"], doc["wall_s"]),
-                            encoding="utf-8")
+        text = markdown(doc["rows"], doc["machine"], args, doc["started"], doc["wall_s"])
+        old = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
+        if OFFLINE_BEGIN in old:  # the offline section is measured apart: keep it
+            text = replace_offline_section(text, OFFLINE_BEGIN + old.split(OFFLINE_BEGIN, 1)[1].split(OFFLINE_END, 1)[0]
+                                           + OFFLINE_END)
+        args.out.write_text(text, encoding="utf-8")
         print(f"wrote {args.out} from {args.render}")
         return 0
     if args.quick:
@@ -270,10 +477,25 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     info = machine()
     rows = []
+    old = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
     with tempfile.TemporaryDirectory(prefix="recsys-serving-") as tmp:
-        for n in args.sizes:
-            rows += measure(n, args.threads, args, Path(tmp))
-    text = markdown(rows, info, args, started, time.perf_counter() - t0)
+        if "latency" in args.sections:
+            for n in args.sizes:
+                rows += measure(n, args.threads, args, Path(tmp))
+        section = None
+        if "offline" in args.sections:
+            if args.quick:
+                args.offline_users = min(args.offline_users, 20_000)
+            result = offline(args, Path(tmp))
+            section = offline_markdown(result, started, args.pinning)
+            if args.json:
+                args.json.with_suffix(".offline.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    text = markdown(rows, info, args, started, time.perf_counter() - t0) if rows else old
+    if section is not None:
+        text = replace_offline_section(text, section)
+    elif OFFLINE_BEGIN in old:  # a latency-only run keeps the earlier offline section
+        text = replace_offline_section(text, OFFLINE_BEGIN + old.split(OFFLINE_BEGIN, 1)[1].split(OFFLINE_END, 1)[0]
+                                       + OFFLINE_END)
     args.out.write_text(text, encoding="utf-8")
     if args.json:
         saved = {k: v for k, v in vars(args).items() if k in ("calls", "batch", "seconds", "history_len", "sizes",

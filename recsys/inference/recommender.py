@@ -466,22 +466,24 @@ class Recommender:
 
         Scores are ``states @ weights.T`` (the product of ``nn.heads.score_items``, minus
         its PAD column), or ``states`` themselves, already (B, C) scores, when ``weights``
-        is None; popularity on empty rows, ``-inf`` on ``blocked`` (row, column) pairs and
-        wherever ``allowed`` (B, C) is False. Large batches over large catalogues go
-        ``score_chunk`` scores at a time: a running top-k never holds the (B, C) matrix
-        (1 GB for 256 users x 1M items), and a chunk stays in cache.
+        is None (they are then overwritten in place: pass a tensor nobody else reads);
+        popularity on empty rows, ``-inf`` on ``blocked`` (row, column) pairs and wherever
+        ``allowed`` (B, C) is False. Products over large catalogues go ``score_chunk``
+        scores at a time: a running top-k never holds the (B, C) matrix (1 GB for 256 users
+        x 1M items), and a chunk stays in cache.
         """
         if weights is None:
             weights, states, given = states.T, None, states  # only shapes and dtype are read from weights
         else:
             given = None
         B, C = empty.shape[0], weights.shape[0]
-        step = max(k, self.score_chunk // max(B, 1))
+        # given scores are already whole (and the caller's own copy): one pass, edited in place
+        step = C if given is not None else max(k, self.score_chunk // max(B, 1))
         parts = []
         for lo in range(0, C, step):
             hi = min(C, lo + step)
             if given is not None:
-                scores = given[:, lo:hi].clone()
+                scores = given  # (B, C), a fresh tensor of the caller's
             elif states is None:
                 scores = torch.empty(B, hi - lo, dtype=weights.dtype)
             else:

@@ -5,14 +5,16 @@ full-catalogue answer)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from recsys.cli import main
-from recsys.inference import Recommender, UnknownItemError
+from recsys.inference import Recommender, UnknownItemError, random_artifact
 
-from .conftest import write_log
+from .conftest import SMALL_MODEL, write_log
 from .test_recommender import _training_side_scores
 
 
@@ -31,6 +33,14 @@ def small(small_artifact):
 
 
 @pytest.fixture(scope="module")
+def plain():
+    """Without the transition head: scores are the product user state x item embedding."""
+    rec = Recommender(random_artifact(50, dataclasses.replace(SMALL_MODEL, transition_lags=0), seed=3))
+    assert rec._encoder.transitions is None
+    return rec
+
+
+@pytest.fixture(scope="module")
 def mixture(exported):
     rec = Recommender.load(exported)
     assert rec.artifact.model.transition_lags > 0
@@ -43,7 +53,7 @@ def _histories(items, seed, n=6):
 
 
 # ---- batched score ------------------------------------------------------------------------
-@pytest.mark.parametrize("which", ["small", "mixture"])
+@pytest.mark.parametrize("which", ["small", "plain", "mixture"])
 def test_batched_score_equals_one_history_at_a_time_and_the_full_ranking(which, request):
     rec = request.getfixturevalue(which)
     histories = _histories(list(rec.items), seed=1)
@@ -58,7 +68,7 @@ def test_batched_score_equals_one_history_at_a_time_and_the_full_ranking(which, 
         assert batched[row][-1] == -np.inf  # unknown candidate
         by_item = dict(zip(full.items[row], full.scores[row]))
         np.testing.assert_allclose(batched[row][:-1], [by_item[i] for i in items[:-1]], rtol=0, atol=1e-5)
-    shared = rec.score(histories, ["i1" if which == "small" else rec.items[0], "nope"])
+    shared = rec.score(histories, [rec.items[0], "nope"])
     assert len(shared) == len(histories) and all(len(s) == 2 and s[1] == -np.inf for s in shared)
     with pytest.raises(TypeError, match="one list of item ids per history"):
         rec.score(histories, [["x"]])  # wrong number of rows
@@ -71,7 +81,7 @@ def test_batched_score_of_an_empty_history_is_nan(small):
 
 
 # ---- per-row candidates and exclusions ------------------------------------------------------
-@pytest.mark.parametrize("which", ["small", "mixture"])
+@pytest.mark.parametrize("which", ["small", "plain", "mixture"])
 def test_per_row_candidates_and_exclusions_pick_from_the_full_ranking(which, request):
     rec = request.getfixturevalue(which)
     items = list(rec.items)
@@ -84,14 +94,20 @@ def test_per_row_candidates_and_exclusions_pick_from_the_full_ranking(which, req
     for row, h in enumerate(histories):
         allowed = set(cands[row]) - set(excl[row]) - set(h)
         expected = [i for i in full.items[row] if i in allowed][:4]  # the full ranking, filtered
-        assert out.items[row] == expected
+        assert len(out.items[row]) == min(4, len(allowed)) and set(out.items[row]) <= allowed
         if out.fallback[row]:
-            assert np.isnan(out.scores[row]).all()
-        else:
-            by_item = dict(zip(full.items[row], full.scores[row]))
-            np.testing.assert_allclose(out.scores[row], [by_item[i] for i in expected], rtol=0, atol=1e-6)
+            assert out.items[row] == expected and np.isnan(out.scores[row]).all()
+            continue
+        # A product over the candidate columns alone may round differently from the whole
+        # catalogue's (plain models): equal scores to float precision, and a top-4 up to ties.
+        by_item = dict(zip(full.items[row], full.scores[row]))
+        np.testing.assert_allclose(out.scores[row], [by_item[i] for i in out.items[row]], rtol=0, atol=1e-6)
+        left = [by_item[i] for i in allowed - set(out.items[row])]
+        assert not left or min(out.scores[row]) >= max(left) - 1e-6
+        if which == "mixture":  # the dense path scores every item once: the same order exactly
+            assert out.items[row] == expected
         alone = rec.recommend([h], k=4, candidates=cands[row], exclude=[excl[row]], exclude_seen=True)
-        assert alone.items[0] == out.items[row]
+        assert set(alone.items[0]) == set(out.items[row])
     with pytest.raises(ValueError, match="candidates has 1 rows"):
         rec.recommend(histories, candidates=[cands[0]])
     with pytest.raises(ValueError, match="exclude has 1 rows"):
