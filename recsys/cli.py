@@ -333,6 +333,22 @@ def main(argv: list[str] | None = None) -> int:
     except (RecsysError, FileExistsError) as exc:
         print(f"recsys: error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:  # a command whose extra is not installed (the base install serves only)
+        extra = EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"recsys: error: `recsys {args.command}` needs the {extra} extra ({exc}): "
+              f"pip install 'recsys-lab[{extra}]'", file=sys.stderr)
+        return 2
+
+
+#: Third-party packages -> the extra of pyproject.toml that installs them.
+EXTRAS = {
+    "pytorch_lightning": "train", "lightning": "train", "lightning_utilities": "train", "pandas": "train",
+    "sklearn": "train", "matplotlib": "train", "pyarrow": "serve", "optuna": "tune", "sqlalchemy": "tune",
+    "fastapi": "serve", "uvicorn": "serve", "pydantic": "serve", "onnx": "onnx", "onnxscript": "onnx",
+    "onnxruntime": "onnx",
+}
 
 
 if __name__ == "__main__":

@@ -117,6 +117,14 @@ def test_wheel_with_only_base_requirements_serves_an_artifact(tmp_path):
     assert got["version"] == metadata.version("recsys-lab")
     assert got["config"].startswith(str(venv_site)) and got["config"].endswith("s3rec-beauty/sasrec-ce.yaml")
     assert got["config_exists"]
+    # Commands beyond serving say which extra they need, instead of a traceback.
+    fit = subprocess.run([str(python), "-m", "recsys.cli", "fit", "--config", "s3rec-beauty/sasrec-ce"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert fit.returncode == 2 and "needs the train extra" in fit.stderr and "recsys-lab[train]" in fit.stderr
+    offline = subprocess.run([str(python), "-m", "recsys.cli", "recommend", str(art), "--histories", "x.csv",
+                              "--out", "y.csv"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert offline.returncode == 2 and "recsys-lab[serve]" in offline.stderr
+
     expected = Recommender.load(art).recommend(HISTORIES, k=5, exclude_seen=True)
     assert got["items"] == expected.items and got["fallback"] == expected.fallback
     for served, here in zip(got["scores"], expected.scores):
