@@ -71,8 +71,15 @@ def test_round_trip_matches_the_python_api(served):
     assert body["items"][0] == local.items[0] and body["items"][2] == local.items[2]
     np.testing.assert_allclose(body["scores"][0], local.scores[0], rtol=1e-6)
     assert body["n_unknown"] == [1, 0, 0] and body["fallback"] == [False, True, False]
+    assert body["scores"][1] == [None] * 5  # a fallback row has no model scores (NaN in Python)
     reply = client.post("/recommend", json={"histories": [["i1"]], "k": 3, "candidates": ["i4", "i5"]})
     assert sorted(reply.json()["items"][0]) == ["i4", "i5"]
+    per_row = {"histories": [["i1"], ["i2"]], "k": 3, "candidates": [["i4", "i5", "i6"], ["i7", "i8"]],
+               "exclude": [["i5"], []]}
+    reply = client.post("/recommend", json=per_row)
+    assert reply.status_code == 200, reply.text
+    local = rec.recommend(per_row["histories"], k=3, candidates=per_row["candidates"], exclude=per_row["exclude"])
+    assert reply.json()["items"] == local.items and sorted(local.items[0]) == ["i4", "i6"]
     reply = client.post("/score", json={"history": ["i1", "i2"], "items": ["i3", "unknown", "i4"]})
     assert reply.status_code == 200
     scores = reply.json()["scores"]
