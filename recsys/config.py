@@ -142,8 +142,11 @@ class ModelConfig:
     rather than a nearer lag or the items' overall frequency, explains it
     (``TransitionHead.fit_pattern``); 0 counts raw pairs. Raw lag-2 counts echo the lag-1
     chains (a -> b -> c puts c two steps after a) and every lag's counts carry the popular
-    items; on the planted 6k x 3k log, 5 iterations took the default model's test NDCG@10 from
-    0.896 to 0.943 of the oracle (benchmarks/PLANTED.md).
+    items: on the planted 6k x 3k log, 5 iterations took the default model's test NDCG@10 from
+    0.896 to 0.943 of the oracle; on S3-Rec Beauty, where "bought together" is transitive,
+    they cost validation NDCG@10. Unset (``null``, the default), the count is chosen from
+    ``recsys.nn.heads.EM_CHOICES`` by the likelihood of each user's newest training event
+    under tables counted from the rest; the run's log and ``metrics.json`` say which.
 
     Unset (``null``), ``transition_lags`` resolves when the experiment config is built
     (``default_transition_lags``): ``3`` for the causal encoder with a softmax loss (``ce``,
@@ -168,7 +171,7 @@ class ModelConfig:
     transition_lags: int | None = None
     transition_width: int = 32
     transition_ce_weight: float = 1.0
-    transition_em: int = 5
+    transition_em: int | None = None
 
 
 @dataclass(frozen=True)
@@ -476,7 +479,7 @@ def _validate(cfg: ExperimentConfig) -> None:
     need(cfg.model.dim % cfg.model.n_heads == 0, "model.dim must be divisible by model.n_heads")
     need(cfg.model.max_len > 0, "model.max_len must be > 0")
     need(cfg.model.transition_lags >= 0 and cfg.model.transition_width >= 1 and cfg.model.transition_ce_weight >= 0
-         and cfg.model.transition_em >= 0,
+         and (cfg.model.transition_em is None or cfg.model.transition_em >= 0),
          "model.transition_lags, model.transition_ce_weight and model.transition_em must be >= 0, "
          "model.transition_width >= 1")
     need(cfg.model.transition_lags == 0 or cfg.model.name not in ("bert4rec",),

@@ -49,7 +49,7 @@ class SASRecEncoder(nn.Module):
         transition_lags: int = 0,
         transition_width: int = 32,
         transition_ce_weight: float = 1.0,
-        transition_em: int = 0,
+        transition_em: int | None = 0,
     ) -> None:
         """``n_events``: action types 1..E (0 = padding), 0 = no action embedding.
         ``item_attributes[i]``: attribute ids (>= 1) of item token ``i + 1``, one entry per
@@ -58,7 +58,7 @@ class SASRecEncoder(nn.Module):
         ``dropout_sampler``: one of ``recsys.nn.layers.DROPOUT_SAMPLERS``.
         ``transition_lags`` > 0 adds a ``TransitionHead`` over the last that many items
         (causal encoders only), ``transition_width`` targets per source item and lag, counted
-        with ``transition_em`` EM iterations (0: raw counts)."""
+        with ``transition_em`` EM iterations (0: raw counts; None: chosen from the data)."""
         super().__init__()
         self.n_items, self.dim, self.max_len, self.causal = n_items, dim, max_len, causal
         self.item_emb = nn.Embedding(n_items + 2, dim, padding_idx=PAD_ID)  # PAD, items, MASK

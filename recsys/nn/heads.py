@@ -47,6 +47,10 @@ class ActionHeads(nn.Module):
         return self.action(hidden), purchase
 
 
+# EM iteration counts ``TransitionHead.fit_pattern`` chooses among (0: raw counts).
+EM_CHOICES = (0, 1, 2, 5)
+
+
 class TransitionHead(nn.Module):
     """A mixture of the catalogue softmax and item-to-item transitions from the last items.
 
@@ -87,14 +91,16 @@ class TransitionHead(nn.Module):
     """
 
     def __init__(
-        self, n_items: int, dim: int, lags: int, width: int, ce_weight: float = 1.0, em_iterations: int = 0
+        self, n_items: int, dim: int, lags: int, width: int, ce_weight: float = 1.0, em_iterations: int | None = 0
     ) -> None:
         super().__init__()
-        if lags < 1 or width < 1 or ce_weight < 0 or em_iterations < 0:
+        if lags < 1 or width < 1 or ce_weight < 0 or (em_iterations is not None and em_iterations < 0):
             raise ValueError("lags and width must be >= 1, ce_weight and em_iterations >= 0, got "
                              f"{lags}, {width}, {ce_weight}, {em_iterations}")
         self.n_items, self.lags, self.width, self.ce_weight = n_items, lags, width, ce_weight
-        self.em_iterations = em_iterations
+        self.em_iterations = em_iterations  # None: chosen by fit_pattern (EM_CHOICES)
+        self.em_chosen: int | None = em_iterations
+        self.em_scores: dict[int, float] = {}  # held-out log-likelihood per choice, when chosen
         shape = (lags, n_items + 2, width)  # rows: PAD, items 1..n, MASK
         self.register_buffer("cols", torch.zeros(shape, dtype=torch.int64))
         self.register_buffer("counts", torch.zeros(shape))
@@ -114,27 +120,24 @@ class TransitionHead(nn.Module):
         ``items[start[u]:stop[u]]``, oldest first (numpy arrays). Only pairs inside one
         user's training events count.
 
-        With ``em_iterations`` > 0 a pair's count is the sum of its occurrences'
+        With EM iterations > 0 a pair's count is the sum of its occurrences'
         responsibilities under a mixture fitted by expectation-maximisation, not the number
         of occurrences (``_em_weights``): an event that the item one step back explains
         well counts little for the pair two steps back, so ``T_2`` stops echoing ``T_1``'s
         chains (a -> b -> c also puts c after a at lag 2), and popular items that follow
-        everything count little for any source."""
+        everything count little for any source. Whether that helps depends on the data: on
+        a log whose chains are an artefact it does, on real logs where "bought together"
+        is transitive it can hurt. ``em_iterations=None`` picks the count among
+        ``EM_CHOICES`` by held-out likelihood (``_choose_em``)."""
         items, start, stop = np.asarray(items), np.asarray(start), np.asarray(stop)
-        lengths = stop - start
-        first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        pos = np.arange(int(lengths.sum())) + np.repeat(start - first, lengths)  # every training event
-        step = np.arange(int(lengths.sum())) - np.repeat(first, lengths)  # its index in its user's events
+        iterations = self.em_iterations
+        if iterations is None:
+            iterations, self.em_scores = self._choose_em(items, start, stop)
+        self.em_chosen = iterations
+        stats = self._pair_stats(items, start, stop)
+        sources, pairs, raw = stats["sources"], stats["pairs"], stats["raw"]
+        weight = self._em_weights(items, stats, iterations) if iterations else raw
         V = self.n_items + 2
-        targets = [pos[step >= k] for k in range(1, self.lags + 1)]  # per lag: events with a source
-        sources = [items[t - k].astype(np.int64) for k, t in enumerate(targets, start=1)]
-        pairs, inverse = [], []
-        for src, tgt in zip(sources, targets):
-            p, inv = np.unique(src * V + items[tgt], return_inverse=True)
-            pairs.append(p)
-            inverse.append(inv.ravel())
-        raw = [np.bincount(inv, minlength=len(p)).astype(np.float64) for p, inv in zip(pairs, inverse)]
-        weight = self._em_weights(items, targets, sources, pairs, inverse) if self.em_iterations else raw
         cols = np.zeros((self.lags, V, self.width), dtype=np.int64)
         counts = np.zeros((self.lags, V, self.width), dtype=np.float32)
         units = np.ones((self.lags, V, self.width), dtype=np.float32)
@@ -154,7 +157,26 @@ class TransitionHead(nn.Module):
         self.units.copy_(torch.from_numpy(units))
         self.totals.copy_(torch.from_numpy(totals))
 
-    def _em_weights(self, items, targets, sources, pairs, inverse) -> list[np.ndarray]:
+    def _pair_stats(self, items, start, stop) -> dict:
+        """Per lag k: the events with a source k steps back (``targets``: positions in
+        ``items``), their ``sources`` (token ids), the distinct ``pairs`` (source * V +
+        target, sorted), each event's pair (``inverse``) and each pair's count (``raw``)."""
+        lengths = stop - start
+        first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        pos = np.arange(int(lengths.sum())) + np.repeat(start - first, lengths)  # every training event
+        step = np.arange(int(lengths.sum())) - np.repeat(first, lengths)  # its index in its user's events
+        V = self.n_items + 2
+        targets = [pos[step >= k] for k in range(1, self.lags + 1)]
+        sources = [items[t - k].astype(np.int64) for k, t in enumerate(targets, start=1)]
+        pairs, inverse = [], []
+        for src, tgt in zip(sources, targets):
+            p, inv = np.unique(src * V + items[tgt], return_inverse=True)
+            pairs.append(p)
+            inverse.append(inv.ravel())
+        raw = [np.bincount(inv, minlength=len(p)).astype(np.float64) for p, inv in zip(pairs, inverse)]
+        return {"targets": targets, "sources": sources, "pairs": pairs, "inverse": inverse, "raw": raw}
+
+    def _em_weights(self, items, stats: dict, iterations: int) -> list[np.ndarray]:
         """Per lag, each pair's summed responsibility (float64, aligned with ``pairs[k]``).
 
         The mixture explains each training event ``x_t`` (with at least one source) as
@@ -163,6 +185,7 @@ class TransitionHead(nn.Module):
         transition law. EM from uniform weights and relative counts: the E step gives each
         event's responsibilities, the M step re-estimates ``A_k`` from the summed
         responsibilities of each pair and ``pi`` from their means. Deterministic (float64)."""
+        targets, sources, pairs, inverse = stats["targets"], stats["sources"], stats["pairs"], stats["inverse"]
         V = self.n_items + 2
         anchor = targets[0]  # lag 1's events: every event with a source (the others' are subsets)
         index = np.full(int(anchor.max()) + 1 if len(anchor) else 0, -1, dtype=np.int64)
@@ -172,7 +195,7 @@ class TransitionHead(nn.Module):
         q_event = q[items[anchor]]
         pi = np.full(self.lags + 1, 1.0 / (self.lags + 1))  # (background, lag 1, ..., lag L)
         resp = [np.ones(len(inv)) for inv in inverse]
-        for _ in range(self.em_iterations):
+        for _ in range(iterations):
             law = []
             for k in range(self.lags):  # M step for A_k from the current responsibilities
                 w = np.bincount(inverse[k], weights=resp[k], minlength=len(pairs[k]))
@@ -186,6 +209,51 @@ class TransitionHead(nn.Module):
             share = np.array([r.sum() for r in resp]) / max(len(anchor), 1)
             pi = np.concatenate([[max(1.0 - share.sum(), 1e-6)], share])
         return [np.bincount(inv, weights=r, minlength=len(p)) for p, inv, r in zip(pairs, inverse, resp)]
+
+    def _choose_em(self, items, start, stop) -> tuple[int, dict[int, float]]:
+        """The EM iteration count (of ``EM_CHOICES``) whose tables best predict held-out
+        events, and every choice's score.
+
+        Each user's newest training event is held out (users with at least two); the
+        tables are counted from the rest, discounted as the head starts (d = 0.75, untruncated),
+        and each held-out event scored by a mixture of the items' overall frequency (add-one)
+        and the lags' tables, whose weights are fitted on the held-out events themselves
+        (a few numbers: the comparison is of the tables, not of the weights). Score: mean
+        log-likelihood; ties go to fewer iterations."""
+        lengths = stop - start
+        held = np.flatnonzero(lengths >= 2)
+        fit_stop = stop.copy()
+        fit_stop[held] -= 1
+        stats = self._pair_stats(items, start, fit_stop)
+        V = self.n_items + 2
+        fit_items = np.concatenate([items[a:b] for a, b in zip(start, fit_stop)]) if len(start) else items[:0]
+        q = (np.bincount(fit_items, minlength=V) + 1.0) / (len(fit_items) + V)
+        target = items[stop[held] - 1].astype(np.int64)
+        columns = [q[target]]
+        scores: dict[int, float] = {}
+        for iterations in EM_CHOICES:
+            weight = self._em_weights(items, stats, iterations) if iterations else stats["raw"]
+            probs = []
+            for k in range(self.lags):
+                kept = np.maximum(weight[k] - 0.75, 0.0)
+                row = np.bincount(stats["pairs"][k] // V, weights=kept, minlength=V)
+                p_k = np.zeros(len(held))
+                has = lengths[held] > k + 1  # a source k + 1 steps before the held-out event
+                src = items[stop[held][has] - 2 - k].astype(np.int64)
+                key = src * V + target[has]
+                at = np.minimum(np.searchsorted(stats["pairs"][k], key), max(len(kept) - 1, 0))
+                found = (stats["pairs"][k][at] == key) if len(kept) else np.zeros(len(key), bool)
+                p_k[has] = np.where(found, kept[at] if len(kept) else 0.0, 0.0) / np.maximum(row[src], 1e-300)
+                probs.append(p_k)
+            comp = np.stack(columns + probs, axis=1)  # (H, 1 + lags)
+            mix = np.full(comp.shape[1], 1.0 / comp.shape[1])
+            for _ in range(50):  # the mixture weights, by EM on the held-out events
+                resp = comp * mix
+                resp /= resp.sum(axis=1, keepdims=True)
+                mix = resp.mean(axis=0)
+            scores[iterations] = float(np.log(comp @ mix).mean()) if len(held) else 0.0
+        best = max(EM_CHOICES, key=lambda i: (round(scores[i], 6), -i))
+        return best, scores
 
     def sources(self, inputs: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         """Source items of each scored position, (N, lags): the input at the position and

@@ -70,6 +70,10 @@ def build_module(cfg: ExperimentConfig, dm: SeqDataModule) -> RankingModule:
     if encoder.transitions is not None:
         events = training_events(dm)  # the training part of the split only
         encoder.transitions.fit_pattern(events.items, events.start, events.stop)
+        head = encoder.transitions
+        if head.em_scores:
+            scores = ", ".join(f"{k}: {v:.4f}" for k, v in head.em_scores.items())
+            print(f"transition head: {head.em_chosen} EM iterations (held-out log-likelihood {scores})")
     spec = LOSSES[t.loss]
     sampler = None
     if spec.negatives != NEGATIVES_NONE:

@@ -318,6 +318,10 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
     if dm.item_attributes is not None:
         attrs = dm.item_attributes
         metrics["item_attributes"] = {"n_attrs": attrs.n_attrs, "items_covered": attrs.coverage}
+    head = getattr(getattr(module, "encoder", None), "transitions", None)
+    if head is not None:  # how the transition head counted its pairs (model.transition_em)
+        metrics["transition_head"] = {"em_iterations": head.em_chosen,
+                                      "held_out_log_likelihood": {str(k): round(v, 6) for k, v in head.em_scores.items()}}
     actions = action_report(module, dm)
     if actions is not None:
         metrics["next_action"] = actions

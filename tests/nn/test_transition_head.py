@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from recsys.data.synthetic import planted_mixture_log
 from recsys.nn.encoder import SASRecEncoder
-from recsys.nn.heads import TransitionHead
+from recsys.nn.heads import EM_CHOICES, TransitionHead
 from recsys.nn.losses import Mixture, chunked_ce, full_ce, sampled_softmax
 from recsys.types import PAD_ID
 
@@ -204,3 +205,30 @@ def test_leave_one_out_takes_out_one_occurrences_em_share():
                                        torch.tensor([3]))
     c3_out = c3 - c3 / 3  # one of the three occurrences of 2 -> 3, at its average share
     assert float(rest) == pytest.approx((1 - float(base)) * c3_out / (c3_out + c4), rel=1e-5)
+
+
+def _fit_auto(seqs, n_items, lags=2):
+    items = np.concatenate([np.asarray(x) for x in seqs]).astype(np.int64)
+    lengths = np.array([len(x) for x in seqs])
+    start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    head = TransitionHead(n_items, 4, lags=lags, width=8, em_iterations=None)
+    head.fit_pattern(items, start, start + lengths)
+    return head, (items, start, start + lengths)
+
+
+def test_em_count_is_chosen_by_held_out_likelihood():
+    # the planted log: lag-2 chains are an artefact of two separate lag tables, so EM wins
+    log = planted_mixture_log(600, 150, seed=3)
+    planted, data = _fit_auto([x + 1 for x in log.sequences], 150)
+    assert set(planted.em_scores) == set(EM_CHOICES)
+    assert planted.em_chosen == max(EM_CHOICES) and planted.em_scores[5] > planted.em_scores[0] + 0.05
+    fixed = TransitionHead(150, 4, lags=2, width=8, em_iterations=planted.em_chosen)
+    fixed.fit_pattern(*data)
+    assert torch.equal(planted.counts, fixed.counts) and torch.equal(planted.cols, fixed.cols)
+    # bundles: each user draws from one 5-item bundle in any order, so every pair at every lag
+    # is real ("bought together" is transitive) and raw counts must win
+    rng = np.random.default_rng(0)
+    bundles = rng.permutation(150).reshape(30, 5) + 1
+    seqs = [rng.choice(bundles[rng.integers(30)], size=int(rng.integers(3, 9))) for _ in range(600)]
+    bundled, _ = _fit_auto(seqs, 150)
+    assert bundled.em_chosen == 0 and bundled.em_scores[0] > bundled.em_scores[1] + 0.1
