@@ -123,8 +123,11 @@ class Recommendations:
         Needs pandas (the ``train`` extra); imported here only, so serving without pandas
         stays possible. For ``similar_items`` pass ``key="target_item_id"`` and the query ids.
         """
-        import pandas as pd  # optional: the one pandas import of recsys.inference (see setup.cfg)
-
+        try:
+            import pandas as pd  # optional: the one pandas import of recsys.inference (see setup.cfg)
+        except ModuleNotFoundError as exc:
+            raise ModuleNotFoundError("to_pandas needs pandas: pip install pandas (or 'recsys-lab[train]'); "
+                                      "to_columns gives the same table as numpy arrays", name="pandas") from exc
         return pd.DataFrame(self.to_columns(users, key))
 
 
