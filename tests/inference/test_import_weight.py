@@ -6,7 +6,8 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("pandas", "pytorch_lightning", "lightning", "optuna", "recsys.training", "fastapi", "onnxruntime")
+HEAVY = ("pandas", "pytorch_lightning", "lightning", "optuna", "recsys.training", "fastapi", "onnxruntime", "pyarrow",
+         "scipy", "sklearn")
 
 PROBE = """
 import json, sys
@@ -17,6 +18,8 @@ from recsys.inference import random_artifact
 rec = Recommender(random_artifact(20))
 out = rec.recommend([["i1", "i2"], []], k=3)
 rec.score(["i1"], ["i2"]); rec.user_embeddings([["i3"]])
+rec.score([["i1"], []], [["i2"], ["i3"]]); rec.similar_items(["i1"], k=2)
+rec.recommend([["i1"], ["i2"]], k=2, candidates=[["i3", "i4"], ["i5"]], exclude=[["i3"], []]).to_columns()
 heavy = {heavy!r}
 print(json.dumps({{"loaded": sorted(m for m in sys.modules if m in heavy or m.split(".")[0] in heavy),
                    "rows": len(out)}}))
