@@ -1,10 +1,13 @@
 """Leaderboard: aggregate benchmark runs into rows, render Markdown and a PNG plot.
 
 ``write_leaderboard(results, experiments, out, plot)`` is what ``recsys leaderboard``
-runs. Every frozen config is a row (pending until it has results), grouped by dataset and
-split; published numbers for the same protocol appear in their own column and as rows of
-their own. All statistics come from ``recsys.eval.stats``; see ``STATISTICS`` for what
-each column means.
+runs. Every frozen config is a row, grouped by dataset and split. The document opens with
+the summary matrix (``recsys.report.summary``), then one detailed table per dataset with
+the configs that have results; configs without results are listed only under Pending,
+with the reason where one cannot run at all. Published numbers appear beside each
+dataset, in their own column and as rows of their own. All statistics come from
+``recsys.eval.stats``; see ``STATISTICS`` for what each column means. The figure is
+``recsys.report.plot``.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import yaml
 from recsys import rundir
 from recsys.eval.stats import bootstrap_ci, mean_std, paired_bootstrap_ci, paired_permutation_test, per_user
 from recsys.report.cards import load_cards
+from recsys.report.plot import plot_leaderboard
 from recsys.report.published import DATASET_NOTES, Published, published_for
 from recsys.report.results import BenchRun, MatrixEntry, is_baseline, load_matrix, load_runs
+from recsys.report.summary import not_applicable, render_summary
 
 SEEDS_EXPECTED = 3
 SHORTFALL = 0.05  # a row within 5% of the best published number for its setting meets the bar
@@ -41,8 +46,9 @@ STATISTICS = """\
   (model name in `recsys.report.results.BASELINE_MODELS`) has results.
 - **train time**: mean wall-clock seconds of the training loop per seed (data loading and the final evaluation
   excluded), on the hardware listed under Provenance; epochs are the epochs run and the best (selected) epoch.
-- **published**: the best published full-ranking {metric} for the same file and split, with its source, and our
-  mean relative to it. A row more than {shortfall:.0%} below it is flagged, with the reason under Notes.
+- **published**: the best published full-ranking {metric} for the same file, split and evaluation protocol, with
+  its source, and our mean relative to it. A row more than {shortfall:.0%} below it is flagged, with the reason under
+  Notes. A number measured another way (marked †) is shown with the difference stated, never compared.
 """
 
 
@@ -141,7 +147,7 @@ def build_rows(matrix: list[MatrixEntry], runs: list[BenchRun], metric: str = "n
     for row in rows:
         if row.runs:
             _row_stats(row, metric, n_boot)
-        best = published_for(row.dataset, row.split, metric)
+        best = published_for(row.dataset, row.split, metric, same_protocol=True)
         row.published = best[0] if best else None
 
     for (dataset, split), group in _groups(rows).items():
@@ -180,7 +186,8 @@ def rows_frame(rows: list[Row]):
     import pandas as pd
 
     return pd.DataFrame([
-        {"dataset": r.dataset, "split": r.split, "config": r.config, "baseline": r.baseline, "seeds": len(r.runs),
+        {"dataset": r.dataset, "split": r.split, "config": r.config, "model": r.model, "baseline": r.baseline,
+         "seeds": len(r.runs),
          "mean": r.mean, "std": r.std, "ci_low": r.ci[0] if r.ci else math.nan,
          "ci_high": r.ci[1] if r.ci else math.nan, "train_time_s": r.train_time_s,
          "vs_baseline": r.comparison.delta if r.comparison else math.nan,
@@ -283,6 +290,35 @@ def _shortfall_note(row: Row) -> str:
             f"({row.gap:+.1%}). Why: " + "; ".join(why) + ".")
 
 
+def _description(row: Row) -> str:
+    """The first header line of the row's frozen config: what the config is, in words."""
+    if row.config_path is None:
+        return ""
+    try:
+        first = row.config_path.read_text(encoding="utf-8").splitlines()[0]
+    except (OSError, IndexError):
+        return ""
+    return first.lstrip("#").strip() if first.startswith("#") else ""
+
+
+def _split_label(split: str, dataset: str, cards: dict[str, dict | None]) -> str:
+    label = SPLIT_NAMES.get(split, split)
+    card = cards.get(dataset)
+    if split == "temporal" and card and card.get("timestamps") != "real":
+        label = "temporal (per-position)"
+    return label
+
+
+def pending_rows(rows: list[Row], cards: dict[str, dict | None]) -> list[tuple[Row, str | None]]:
+    """Rows short of their seeds, with the reason where the config cannot run on its data."""
+    out = []
+    for row in sorted(rows, key=lambda r: (r.dataset, r.config)):
+        reason = not_applicable(row.model, cards.get(row.dataset))
+        if len(row.runs) < SEEDS_EXPECTED or reason is not None:
+            out.append((row, reason))
+    return out
+
+
 def render_markdown(rows: list[Row], cards: dict[str, dict | None], metric: str = "ndcg@10",
                     base: Path = Path("."), results_label: str = "benchmarks/results",
                     n_boot: int = 2000, n_perm: int = 10000, plot_name: str | None = "leaderboard.png") -> str:
@@ -299,6 +335,9 @@ def render_markdown(rows: list[Row], cards: dict[str, dict | None], metric: str 
     ]
     if any(r.quick for r in runs):
         out += ["> **QUICK SMOKE RESULTS.** These runs were shrunk (`--quick`) and are not benchmark numbers.", ""]
+    out += render_summary(rows, cards, metric, n_perm)
+    if plot_name:
+        out += [f"![{metric} per config with 95% intervals over users, per dataset and split]({plot_name})", ""]
     out += [
         "## Protocol",
         "",
@@ -327,45 +366,44 @@ def render_markdown(rows: list[Row], cards: dict[str, dict | None], metric: str 
         "",
     ]
     out += [_card_line(d, c) for d, c in sorted(cards.items())]
-    out += ["", "## Results", ""]
-    if plot_name:
-        out += [f"![{metric} against training time]({plot_name})", ""]
+    out += ["", "## Results", "",
+            "Configs with at least one finished seed; configs without results are under Pending.", ""]
     header = (f"| config | split | seeds | {metric.upper()} mean ± std | 95% CI (users) | {hr.upper()} mean ± std | "
               f"vs best baseline: Δ{metric.upper()} [95% CI], p | train time / seed | epochs (best) | "
               f"published {metric.upper()} (source) | ours vs published |")
     sep = "|" + "|".join(["---"] * (header.count("|") - 1)) + "|"
     groups = _groups(rows)
-    for dataset in sorted({r.dataset for r in rows}):
+    for dataset in sorted({r.dataset for r in rows if not r.pending}):
         out += [f"### {dataset}", ""]
         if DATASET_NOTES.get(dataset):
             out += [f"{DATASET_NOTES[dataset]}.", ""]
         out += [header, sep]
+        shown = []
         for split in sorted({r.split for r in rows if r.dataset == dataset}, key=lambda s: (s != "loo", s)):
             group = groups[(dataset, split)]
             done = sorted((r for r in group if not r.pending), key=lambda r: -r.mean)
-            pending = sorted((r for r in group if r.pending), key=lambda r: r.config)
-            split_label = SPLIT_NAMES.get(split, split)
-            if split == "temporal" and cards.get(dataset, {}) and cards[dataset].get("timestamps") != "real":
-                split_label = "temporal (per-position)"
-            for row in done + pending:
-                seeds = f"{len(row.runs)}/{SEEDS_EXPECTED}" if row.runs else "pending"
+            split_label = _split_label(split, dataset, cards)
+            for row in done:
+                shown.append(row)
                 label = _link(row, base) + (" (baseline)" if row.baseline else "")
-                if row.pending:  # the published number is in the *published* row below
-                    out.append(f"| {label} | {split_label} | pending | — | — | — | — | — | — | — | — |")
-                    continue
                 if row.notes:
                     label += " ⚠"
                 pub, gap = _published_cell(row)
                 ci = f"[{row.ci[0]:.4f}, {row.ci[1]:.4f}]" if row.ci else "—"
                 epochs = "—" if math.isnan(row.epochs) else f"{row.epochs:.0f} ({row.best_epoch:.0f})"
                 out.append(
-                    f"| {label} | {split_label} | {seeds} | {_mean_std(row.mean, row.std, len(row.runs))} | {ci} | "
+                    f"| {label} | {split_label} | {len(row.runs)}/{SEEDS_EXPECTED} | "
+                    f"{_mean_std(row.mean, row.std, len(row.runs))} | {ci} | "
                     f"{_mean_std(row.hr_mean, row.hr_std, len(row.runs))} | {_comparison_cell(row, group)} | "
                     f"{format_seconds(row.train_time_s)} | {epochs} | {pub} | {gap} |"
                 )
             for p in published_for(dataset, split, metric):
-                out.append(f"| *published:* {p.model} | {split_label} | — | — | — | — | — | — | — | "
+                mark = "" if p.same_protocol else " †"
+                out.append(f"| *published:* {p.model}{mark} | {split_label} | — | — | — | — | — | — | — | "
                            f"{p.value:.4f} ([{p.source}]({p.url})) | — |")
+        out.append("")
+        described = [(row.config, _description(row)) for row in shown]
+        out += [f"- `{config}`: {text}" for config, text in described if text]
         out.append("")
 
     notes = []
@@ -374,17 +412,23 @@ def render_markdown(rows: list[Row], cards: dict[str, dict | None], metric: str 
             notes.append(_shortfall_note(row))
         for note in row.notes:
             notes.append(f"- **{row.dataset} / {row.config}** ⚠ {note}.")
-    for p in sorted({p for row in rows for p in published_for(row.dataset, row.split, metric) if p.note},
+    for p in sorted({p for row in rows for p in published_for(row.dataset, row.split, metric) if p.note or p.protocol},
                     key=lambda p: (p.dataset, -p.value)):
-        notes.append(f"- published {p.dataset} {p.model} {p.value:.4f}: {p.note}.")
+        text = "; ".join(t for t in (p.note, f"† protocol differs: {p.protocol}" if p.protocol else "") if t)
+        notes.append(f"- published {p.dataset} {p.model} {p.value:.4f}: {text}.")
     out += ["## Notes", ""] + (notes or ["- none"]) + [""]
 
-    pending_rows = [r for r in rows if len(r.runs) < SEEDS_EXPECTED]
-    out += ["## Pending", ""]
-    if pending_rows:
-        for row in sorted(pending_rows, key=lambda r: (r.dataset, r.config)):
+    out += ["## Pending", "",
+            f"Configs short of {SEEDS_EXPECTED} seeds, and configs that cannot run on their data (reason given: "
+            "these are not waiting for a run).", ""]
+    waiting = pending_rows(rows, cards)
+    if waiting:
+        out += ["| dataset | config | split | seeds (have) | reason |", "|---|---|---|---|---|"]
+        for row, reason in waiting:
             have = ", ".join(str(s) for s in row.seeds) or "none"
-            out.append(f"- {row.dataset} / {row.config}: {len(row.runs)} of {SEEDS_EXPECTED} seeds (have: {have})")
+            why = f"**not applicable**: {reason}" if reason else "not run yet"
+            out.append(f"| {row.dataset} | {_link(row, base)} | {_split_label(row.split, row.dataset, cards)} | "
+                       f"{len(row.runs)} of {SEEDS_EXPECTED} ({have}) | {why} |")
     else:
         out.append("- none")
     out += ["", "## Provenance", ""]
@@ -409,44 +453,6 @@ def _hardware_label(run: BenchRun) -> str:
 def _versions_label(run: BenchRun) -> str:
     v = run.extra.get("versions") or {}
     return ", ".join(f"{k} {v[k]}" for k in ("python", "torch", "pytorch-lightning", "numpy") if k in v)
-
-
-# ---- plot --------------------------------------------------------------------------------
-
-
-def plot_quality_vs_time(rows: list[Row], metric: str = "ndcg@10"):
-    """One panel per dataset: mean test metric (± std over seeds) against training time per seed.
-
-    Dashed lines mark the best published number for the dataset. Returns the Figure.
-    """
-    # A bare Figure (no pyplot): no backend or global figure state, safe in servers and notebooks.
-    from matplotlib.figure import Figure
-
-    done = [r for r in rows if not r.pending]
-    datasets = sorted({r.dataset for r in done})
-    n = max(1, len(datasets))
-    cols = min(3, n)
-    fig = Figure(figsize=(4.6 * cols, 3.6 * math.ceil(n / cols)))
-    axes = fig.subplots(math.ceil(n / cols), cols, squeeze=False)
-    markers = {"loo": "o", "temporal": "s"}
-    for ax, dataset in zip(axes.flat, datasets):
-        for row in (r for r in done if r.dataset == dataset):
-            std = 0.0 if math.isnan(row.std) else row.std
-            ax.errorbar([row.train_time_s / 60], [row.mean], yerr=[std], fmt=markers.get(row.split, "^"),
-                        capsize=3, label=f"{row.config} ({SPLIT_NAMES.get(row.split, row.split)})")
-        for p in published_for(dataset, "loo", metric)[:1]:
-            ax.axhline(p.value, ls="--", lw=1, color="grey", label=f"published {p.model.split(' (')[0]}")
-        ax.set_title(dataset)
-        ax.set_xlabel("training time per seed (min)")
-        ax.set_ylabel(f"test {metric.upper()}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(datasets):]:
-        ax.axis("off")
-    if not datasets:
-        axes.flat[0].text(0.5, 0.5, "no results yet", ha="center", va="center")
-    fig.tight_layout()
-    return fig
 
 
 # ---- entry point -------------------------------------------------------------------------
@@ -479,7 +485,7 @@ def write_leaderboard(results: str | Path, experiments: str | Path, out: str | P
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     if plot_path is not None:
-        fig = plot_quality_vs_time(rows, metric)
+        fig = plot_leaderboard(rows, metric, cards)
         plot_path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(plot_path, dpi=110)
     return Written(out, plot_path, len(rows), sum(not r.pending for r in rows), len(runs))
