@@ -104,6 +104,14 @@ def _cell(row: Row, winner: bool, n_configs: int) -> str:
     return f"{value} (n={n}) `{row.config}`{picked}"
 
 
+def _empty(rows: list[Row], dataset: str, split: str, model: str, cards: dict[str, dict | None]) -> str:
+    """A cell without results: "n/a" when every config of the model cannot run on this file."""
+    configs = [r for r in rows if r.dataset == dataset and r.split == split and r.model == model]
+    if configs and all(not_applicable(model, cards.get(dataset)) for _ in configs):
+        return "n/a"
+    return "—"
+
+
 def _published_cell(line: SummaryLine) -> str:
     if not line.published:
         return "—"
@@ -132,8 +140,9 @@ def render_summary(rows: list[Row], cards: dict[str, dict | None], metric: str =
         f"Test **{name}**, mean ± sd over seeds (n = seeds). A cell is the model's best config on that dataset",
         f"and split, picked on **validation** {name} among its configs with results ('best of k'; the",
         "detailed tables below have every config). **Bold ◆** marks the dataset's winner on test; *vs runner-up*",
-        "is the winner minus the next model, paired over users, with a sign-flip p-value. — : no result yet",
-        "(see Pending). The two splits test different users: compare within a table, not across.",
+        "is the winner minus the next model, paired over users, with a sign-flip p-value. — : no result yet;",
+        "n/a: the model cannot run on that file (see Pending for both). The two splits test different users:",
+        "compare within a table, not across.",
         "",
     ]
     lines = summary_lines(rows, metric, n_perm)
@@ -152,8 +161,8 @@ def render_summary(rows: list[Row], cards: dict[str, dict | None], metric: str =
             head += f" best published {name} |"
         out += [head, "|" + "---|" * (head.count("|") - 1)]
         for line in split_lines:
-            cells = [_cell(line.cells[m], m == line.winner, line.n_configs[m]) if m in line.cells else "—"
-                     for m in in_matrix]
+            cells = [_cell(line.cells[m], m == line.winner, line.n_configs[m]) if m in line.cells
+                     else _empty(rows, line.dataset, split, m, cards) for m in in_matrix]
             if line.runner_up is None:
                 versus = "—"
             elif math.isnan(line.delta):
