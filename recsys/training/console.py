@@ -125,7 +125,7 @@ class EpochConsole(pl.Callback):
         self._close()
         if not self.bar or not trainer.is_global_zero:
             return
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # plain text: in a notebook, tqdm.auto would want ipywidgets
 
         total = None if total == float("inf") else int(total)
         self._tqdm = tqdm(total=total, desc=desc, leave=False, unit="batch", dynamic_ncols=True, file=sys.stderr)
