@@ -45,19 +45,30 @@ def shipped_config(path: Path) -> Path:
 
 
 def _interrupted(run_dir: Path, exc: BaseException) -> int:
-    """After Ctrl-C or SIGTERM: say whether anything was kept and how to go on."""
+    """After Ctrl-C or SIGTERM: say whether anything was kept and how to go on. Exits with
+    128 + the signal's number, as a shell does (130 Ctrl-C, 143 SIGTERM)."""
+    import re
     import shlex
 
     from recsys import rundir
 
+    # The run raises KeyboardInterrupt("signal 15") on SIGTERM; Lightning may turn it into
+    # SystemExit(1), with the KeyboardInterrupt as its context.
+    code, seen = 130, exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            found = re.fullmatch(r"signal (\d+)", str(seen))
+            code = 128 + int(found.group(1)) if found else 130
+            break
+        seen = seen.__context__
     partial = rundir.partial_dir(run_dir)
     if rundir.status_of(partial) == rundir.INTERRUPTED:
         print(f"\nrecsys: interrupted; the unfinished run is kept in {partial}\n"
               f"resume it with: recsys fit --resume {shlex.quote(str(run_dir))}", file=sys.stderr)
-        return 130
+        return code
     if isinstance(exc, KeyboardInterrupt) and not partial.exists():
         print("\nrecsys: interrupted before training started; nothing was written", file=sys.stderr)
-        return 130
+        return code
     raise exc
 
 
