@@ -291,12 +291,19 @@ class TransitionHead(nn.Module):
         src = self.sources(inputs, positions)  # (N, lags)
         lag = torch.arange(self.lags, device=src.device)[None, :]
         counts = self.counts[lag, src]  # (N, lags, width)
-        hit = (self.cols[lag, src] == targets[:, None, None]) & (counts > 0)  # the target's slot
-        kept = self._discounted(counts - hit * self.units[lag, src])  # this occurrence taken out
-        mass = kept.sum(dim=2)  # (N, lags)
+        hit = (self.cols[lag, src] == targets[:, None, None]) & (counts > 0)  # the target's slot, if kept
+        found = hit.any(dim=2)  # (N, lags)
+        slot = hit.to(torch.uint8).argmax(dim=2)  # (N, lags); a row's items are distinct
+        own = counts.gather(2, slot[:, :, None]).squeeze(2) * found  # the target's count (0 if absent)
+        unit = self.units[lag, src, slot] * found  # one occurrence's share of it
+        # the mass with this occurrence taken out: every slot discounted, the target's slot
+        # then swapped for its count less one occurrence (only (N, lags) work beyond the sum)
+        d = torch.sigmoid(self.discount_logit)[None, :]
+        left = (own - unit - d).clamp(min=0.0)
+        mass = self._discounted(counts).sum(dim=2) - (own - d).clamp(min=0.0) + left  # (N, lags)
         totals = self.totals[lag, src] - (src != 0).to(counts.dtype)  # a real source's pair was counted
         g = self._gates(state, totals, mass)  # (N, lags + 1)
-        target_p = (kept * hit).sum(dim=2) / mass.clamp(min=1e-6)  # (N, lags)
+        target_p = left / mass.clamp(min=1e-6)  # (N, lags)
         return g[:, 0], (g[:, 1:] * target_p).sum(dim=1)
 
     def log_probs(self, state: torch.Tensor, item_weights: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
