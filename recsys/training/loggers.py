@@ -9,7 +9,8 @@ tests read it. ``train.logger`` adds one tracker beside it, given the same numbe
   ``file:`` stores unless ``MLFLOW_ALLOW_FILE_STORE`` is set; SQLite is its local store):
   ``mlflow ui --backend-store-uri sqlite:///runs/<run>/logs/mlflow.db``. Experiment:
   ``data.name``; run name: the run directory's name. MLflow allows no ``@`` in a metric
-  name, so ``val/ndcg@10`` is logged there as ``val/ndcg_at_10``;
+  name, so ``val/ndcg@10`` is logged there as ``val/ndcg_at_10``. No artifacts are logged
+  (the local store's artifact location names the ``.partial`` folder the run trained in);
 - ``wandb``: Weights & Biases with its own settings (``WANDB_MODE=offline`` keeps it local),
   project ``data.name``, run name the run directory's name.
 
@@ -22,8 +23,11 @@ names it). Each tracker is an optional extra: ``require`` fails before any folde
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -136,10 +140,25 @@ def make(cfg: ExperimentConfig, partial: Path, resume: bool, writer: bool = True
         if not previous:  # a resumed tracker run has its parameters already
             tracker.log_hyperparams(flat_config(cfg))
         if name == "mlflow":
-            record["run_id"] = tracker.run_id  # creates the run (and the local store)
+            import mlflow  # noqa: F401  (it sets its loggers' level on import: so before the line below)
+
+            with _quieter("mlflow"):  # "Creating initial MLflow database tables..."
+                record["run_id"] = tracker.run_id  # creates the run (and the local store)
         (partial / TRACKER).parent.mkdir(parents=True, exist_ok=True)
         rundir.write_json(partial / TRACKER, record)
     return loggers
+
+
+@contextmanager
+def _quieter(name: str) -> Iterator[None]:
+    """The logger ``name`` shows warnings and errors only while the block runs."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(max(logging.WARNING, level))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def log_results(loggers: list[Logger], metrics: dict, step: int) -> None:

@@ -81,7 +81,7 @@ def test_tensorboard_logs_the_runs_validation_metrics(events, tmp_path):
     assert losses == pytest.approx({e: v["train/loss_epoch"] for e, v in epoch_log(run).items()}, rel=1e-6)
 
 
-def test_mlflow_logs_into_a_store_inside_the_run(events, tmp_path, monkeypatch):
+def test_mlflow_logs_into_a_store_inside_the_run(events, tmp_path, monkeypatch, capfd):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
@@ -90,6 +90,8 @@ def test_mlflow_logs_into_a_store_inside_the_run(events, tmp_path, monkeypatch):
     result = fit(_cfg(events, tmp_path / "out", "mlflow"), tmp_path / "out" / "run")
     run = result.run_dir
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    shown = "".join(capfd.readouterr())
+    assert "MLflow database tables" not in shown and "Experiment with name" not in shown, shown
     tracker = rundir.read_json(run / "logs" / "tracker.json")
     client = MlflowClient(tracking_uri=f"sqlite:///{run / rundir.MLFLOW_STORE}")
     (experiment,) = [e for e in client.search_experiments() if e.name == "planted"]
