@@ -26,6 +26,7 @@ from torch import nn
 
 from recsys.config import DEFAULT_TRANSITION_LAGS, ModelConfig
 from recsys.nn.heads import TransitionHead, score_items
+from recsys.nn.kernels.grouped import group_by_length, grouped_forward  # noqa: F401 (group_by_length: importable here too)
 from recsys.nn.layers import Block, Dropout
 from recsys.nn.losses import Mixture
 from recsys.types import PAD_ID
@@ -169,53 +170,10 @@ class SASRecEncoder(nn.Module):
     ) -> torch.Tensor:
         """``forward`` over ``groups`` groups of rows of similar length, each trimmed to its
         longest row; (B, L, D) with zeros at padding positions, or with ``positions`` the
-        (N, D) rows of those positions (zeros where one is padding).
-
-        Rows are left-padded and positions count back from the end, and no real position
-        attends to padding, so cutting a row's leading padding leaves its outputs unchanged
-        (up to float rounding). A random batch of 128 ML-1M-partial users at max length 200
-        holds 47% padding; in 4 groups the encoder runs over 64% of the padded positions and
-        53% of the attention area (the L x L scores, their softmax and dropout), in 8 over 58%
-        and 46%, but smaller products run slower (4 was the faster on 2 threads). Every row
-        stays in its batch and the loss still averages over the same positions, so this is
-        the same objective; only the dropout masks are laid out differently, so a run's
-        trajectory differs from the ungrouped one for the same seed."""
-        B, L = inputs.shape
-        if positions is not None:
-            return self._grouped_positions(inputs, events, groups, positions)
-        out = None
-        for rows, w in group_by_length(inputs, groups):
-            ev = None if events is None else events[rows, L - w :]
-            h = self.forward(inputs[rows, L - w :], ev)  # (n, w, D)
-            if out is None:
-                out = h.new_zeros(B, L, h.shape[-1])
-            # written in place at the group's rows and last w columns: no padded copies,
-            # no concatenation, no reordering (in forward or backward)
-            out[rows, L - w :] = h
-        return out * (inputs != PAD_ID).unsqueeze(-1)
-
-    def _grouped_positions(
-        self, inputs: torch.Tensor, events: torch.Tensor | None, groups: int, positions: torch.Tensor
-    ) -> torch.Tensor:
-        """``grouped_forward(...)[positions]`` without the (B, L, D) tensor: each group's
-        selected real positions go straight to their rows of the (N, D) result. A training
-        step skips five passes over (B, L, D) floats each way (the zeroed output, its padding
-        mask, the selection) and their copies in backward; on the issue-6 step that saving was
-        within the machine's run-to-run noise."""
-        B, L = inputs.shape
-        n = int(positions.sum())
-        slot = torch.full((B, L), -1, dtype=torch.int64, device=inputs.device)
-        slot[positions] = torch.arange(n, device=inputs.device)  # each selected position's output row
-        selected = positions & (inputs != PAD_ID)  # padding positions stay zero, as in (B, L, D)
-        out = None
-        for rows, w in group_by_length(inputs, groups):
-            ev = None if events is None else events[rows, L - w :]
-            h = self.forward(inputs[rows, L - w :], ev)  # (n, w, D)
-            if out is None:
-                out = h.new_zeros(n, h.shape[-1])
-            here = selected[rows, L - w :]  # (n, w); a real position always lies in its group's window
-            out[slot[rows, L - w :][here]] = h[here]
-        return out
+        (N, D) rows of those positions. The same outputs at every real position, and the
+        same objective; only the dropout masks are laid out differently
+        (``recsys.nn.kernels.grouped``)."""
+        return grouped_forward(self.forward, inputs, events, groups, positions)
 
     def last_state(self, inputs: torch.Tensor, events: torch.Tensor | None = None) -> torch.Tensor:
         """(B, D): the newest position's output, ``forward(inputs, events)[:, -1]``, for less work.
@@ -279,18 +237,6 @@ class SASRecEncoder(nn.Module):
         if self.out_emb is not None:
             return self.out_emb.weight[1 : self.n_items + 1]  # (V-1, D)
         return self.token_table()[1 : self.n_items + 1]  # (V-1, D)
-
-
-def group_by_length(inputs: torch.Tensor, groups: int) -> list[tuple[torch.Tensor, int]]:
-    """Rows of a left-padded (B, L) batch in ``groups`` groups of similar length, shortest
-    first: each group's row indices and its width (its longest row; an all-padding row
-    counts 1). Equal row counts per group, ties kept in batch order."""
-    B, L = inputs.shape
-    real = inputs != PAD_ID  # real tokens are the last `width` columns of a row
-    first = torch.where(real.any(dim=1), real.to(torch.uint8).argmax(dim=1), L - 1)  # (B,)
-    width = L - first  # (B,) >= 1
-    order = torch.argsort(width, stable=True)
-    return [(rows, int(width[rows].max())) for rows in torch.tensor_split(order, min(groups, B))]
 
 
 @dataclass(frozen=True)
