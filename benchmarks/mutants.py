@@ -120,11 +120,11 @@ MUTANTS: tuple[Mutant, ...] = (
                  "            self._mutant_rows, self._mutant_inputs = positions.nonzero()[:, 0], batch[\"inputs\"]"),
             Edit(MODULE, "        return spec.fn(hidden, self.encoder.item_weights(), targets, **kwargs)",
                  "        rows = getattr(self, '_mutant_rows', None)\n"
-                 "        if rows is None or self.length_groups == 1 or rows.shape[0] != hidden.shape[0]:\n"
+                 "        if rows is None or self.settings.length_groups == 1 or rows.shape[0] != hidden.shape[0]:\n"
                  "            return spec.fn(hidden, self.encoder.item_weights(), targets, **kwargs)\n"
                  "        from recsys.nn.encoder import group_by_length\n"
                  "        parts = []\n"
-                 "        for group, _ in group_by_length(self._mutant_inputs, self.length_groups):\n"
+                 "        for group, _ in group_by_length(self._mutant_inputs, self.settings.length_groups):\n"
                  "            pick = torch.isin(rows, group)\n"
                  "            if pick.any():\n"
                  "                parts.append(spec.fn(hidden[pick], self.encoder.item_weights(), targets[pick],\n"

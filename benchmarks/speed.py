@@ -68,7 +68,6 @@ from recsys.eval.metrics import summarise  # noqa: E402
 from recsys.nn.encoder import group_by_length  # noqa: E402
 from recsys.training.build import build_datamodule, build_module  # noqa: E402
 from recsys.training.provenance import git_commit  # noqa: E402
-from recsys.types import PAD_ID  # noqa: E402
 
 ISSUE_SETTINGS = [  # issue 6: "max length 200, 2 blocks, hidden size 64, 1 head, dropout 0.2, batch 128, Adam lr 1e-3"
     "model.max_len=200", "model.n_blocks=2", "model.dim=64", "model.n_heads=1", "model.dropout=0.2",
@@ -207,12 +206,7 @@ def section_step(args, n_batches: int = 12) -> dict:
         times, flops = [], 0
         for i, batch in enumerate(batches):
             t0 = time.perf_counter()
-            # as training_step does for a full-softmax loss: the encoder hands over only the
-            # positions with a target, under bf16 autocast if train.encoder_precision=bf16
-            positions = batch["targets"] != PAD_ID
-            with module._training_autocast():
-                hidden = module.encoder(batch["inputs"], None, module.length_groups, positions)
-            loss = module._item_loss(hidden.float(), batch["targets"][positions])
+            loss = module.step_loss(batch)  # the training step's loss, as training_step computes it
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -284,16 +278,11 @@ def section_eval(args) -> dict:
             batches = list(dm.test_dataloader())  # collation, timed apart from the model
             collate_s = time.perf_counter() - t0
             with torch.inference_mode():
-                module._eval_step(batches[0])  # warm-up
-                module._ranks.clear()
-                module._users.clear()
+                module.rank(batches[0])  # warm-up
                 t0 = time.perf_counter()
-                for batch in batches:
-                    module._eval_step(batch)  # the validation / test code path: scores, exclude_seen, ranks
+                # the validation / test code path: scores, exclude_seen, ranks
+                n = sum(len(module.rank(batch)) for batch in batches)
                 model_s = time.perf_counter() - t0
-            n = len(torch.cat(module._ranks))
-            module._ranks.clear()
-            module._users.clear()
             key = f"{label}, batch {batch_size}"
             out[key] = {"users": n, "collate_s": collate_s, "model_s": model_s, "users_per_s": n / model_s}
             print(f"   eval {key}: {n} users, model {model_s:.2f} s ({n / model_s:,.0f} users/s), "

@@ -31,7 +31,7 @@ from recsys.eval.actions import next_action_metrics, purchase_metrics
 from recsys.nn.encoder import ENCODERS, build_encoder
 from recsys.nn.heads import ActionHeads
 from recsys.nn.losses import LOSSES, NEGATIVES_NONE
-from recsys.training.module import BaselineModule, RankingModule, SeqRecModule
+from recsys.training.module import BaselineModule, RankingModule, SeqRecModule, TrainSettings
 from recsys.training.negatives import NegativeSampler
 from recsys.types import NO_LABEL
 
@@ -74,31 +74,13 @@ def build_module(cfg: ExperimentConfig, dm: SeqDataModule) -> RankingModule:
         if head.em_scores:
             scores = ", ".join(f"{k}: {v:.4f}" for k, v in head.em_scores.items())
             print(f"transition head: {head.em_chosen} EM iterations (held-out log-likelihood {scores})")
-    spec = LOSSES[t.loss]
     sampler = None
-    if spec.negatives != NEGATIVES_NONE:
+    if LOSSES[t.loss].negatives != NEGATIVES_NONE:
         counts = torch.from_numpy(dm.train_item_counts()) if t.sampler == "popularity" else None
         sampler = NegativeSampler(t.sampler, n_items, seed=cfg.seed, item_counts=counts)
     heads = ActionHeads(cfg.model.dim, n_events, purchase=t.purchase_horizon > 0) if n_events else None
-    return SeqRecModule(
-        encoder,
-        loss=t.loss,
-        lr=t.lr,
-        weight_decay=t.weight_decay,
-        ks=cfg.eval.ks,
-        exclude_seen=cfg.eval.exclude_seen,
-        loss_options={arg: getattr(t, name) for arg, name in spec.options.items()},
-        sampler=sampler,
-        n_negatives=t.n_negatives,
-        negatives_per=t.negatives_per,
-        logq_correction=t.logq_correction,
-        heads=heads,
-        action_loss_weight=t.action_loss_weight,
-        purchase_loss_weight=t.purchase_loss_weight,
-        event_names=dm.event_vocab.names if n_events else (),
-        length_groups=t.length_groups,
-        encoder_precision=t.encoder_precision,
-    )
+    settings = TrainSettings.from_config(cfg, event_names=dm.event_vocab.names if n_events else ())
+    return SeqRecModule(encoder, settings, sampler=sampler, heads=heads)
 
 
 def action_report(module: RankingModule, dm: SeqDataModule) -> dict | None:

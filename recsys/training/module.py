@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 
 from recsys.baselines.base import Baseline
 from recsys.config import PRECISIONS as ENCODER_PRECISIONS
+from recsys.config import ExperimentConfig
 from recsys.eval.actions import next_action_metrics, purchase_metrics
 from recsys.eval.metrics import summarise
 from recsys.eval.ranking import mask_seen, target_ranks
@@ -71,11 +73,22 @@ class RankingModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.val_history = [(int(epoch), dict(m)) for epoch, m in checkpoint.get(VAL_HISTORY_KEY, [])]
 
-    def _eval_step(self, batch: EvalBatch) -> None:
-        scores = self._eval_scores(batch)  # (B, V)
+    def rank(self, batch: EvalBatch) -> torch.Tensor:
+        """(B,) each history's target rank over the whole catalogue (1 = top, ties
+        pessimistic, seen items masked with ``exclude_seen``): what validation and test
+        record per user, here for one batch and kept nowhere."""
+        return self._ranks_of(self._eval_scores(batch), batch)
+
+    def _ranks_of(self, scores: torch.Tensor, batch: EvalBatch) -> torch.Tensor:
         if self.exclude_seen:
             scores = mask_seen(scores, batch["seen_rows"], batch["seen_items"])
-        self._ranks.append(target_ranks(scores, batch["targets"]))
+        return target_ranks(scores, batch["targets"])
+
+    def _eval_step(self, batch: EvalBatch) -> None:
+        self._record(self.rank(batch), batch)
+
+    def _record(self, ranks: torch.Tensor, batch: EvalBatch) -> None:
+        self._ranks.append(ranks)
         self._users.append(batch["users"])
 
     def _all_rows(self, local: torch.Tensor) -> torch.Tensor:
@@ -137,82 +150,151 @@ class RankingModule(pl.LightningModule):
         self._eval_end("test")
 
 
-class SeqRecModule(RankingModule):
-    """A trained encoder. ``loss`` names a ``recsys.nn.losses.LOSSES`` entry; ``loss_options``
-    are its keyword options (e.g. ``chunk_size``); losses that need negatives draw them
-    from ``sampler``: ``bce`` one per position; ``sampled`` and ``gbce`` ``n_negatives``,
-    shared by the batch (``negatives_per="batch"``) or drawn for each position (``"position"``).
+@dataclass(frozen=True)
+class TrainSettings:
+    """What ``SeqRecModule`` needs from the config besides the parts it is given (encoder,
+    negative sampler, action heads); ``from_config`` reads them from an ``ExperimentConfig``.
 
-    ``heads`` (logs with action types): next-action CE weighted by ``action_loss_weight``
-    and, if the heads have one, purchase-within-k BCE weighted by ``purchase_loss_weight``.
-
-    ``length_groups`` > 1: each training batch runs through the encoder in that many groups
-    of rows of similar length, each trimmed to its longest row (``SASRecEncoder.grouped_forward``).
+    ``loss`` names a ``recsys.nn.losses.LOSSES`` entry and ``loss_options`` are its keyword
+    options (e.g. ``chunk_size``). Losses that need negatives draw them from the module's
+    sampler: ``bce`` one per position; ``sampled`` and ``gbce`` ``n_negatives``, shared by
+    the batch (``negatives_per="batch"``) or drawn for each position (``"position"``).
+    With action heads, next-action CE is weighted by ``action_loss_weight`` and, if the heads
+    have one, purchase-within-k BCE by ``purchase_loss_weight``; ``event_names`` label the
+    next-action metrics. ``length_groups`` > 1: each training batch runs through the encoder
+    in that many groups of rows of similar length (``SASRecEncoder.grouped_forward``).
     ``encoder_precision="bf16"``: the encoder's training forward under bf16 autocast.
     """
+
+    loss: str = "ce"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    ks: tuple[int, ...] = (1, 5, 10, 20)
+    exclude_seen: bool = False
+    loss_options: Mapping[str, Any] = field(default_factory=dict)
+    n_negatives: int = 256
+    negatives_per: str = "batch"
+    logq_correction: bool = True
+    action_loss_weight: float = 0.5
+    purchase_loss_weight: float = 0.5
+    event_names: tuple[str, ...] = ()
+    length_groups: int = 1
+    encoder_precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose from {sorted(LOSSES)}")
+        if self.negatives_per not in ("batch", "position"):
+            raise ValueError(f"negatives_per must be 'batch' or 'position', got {self.negatives_per!r}")
+        if self.length_groups < 1:
+            raise ValueError(f"length_groups must be >= 1, got {self.length_groups}")
+        if self.encoder_precision not in ENCODER_PRECISIONS:
+            raise ValueError(
+                f"encoder_precision must be one of {ENCODER_PRECISIONS}, got {self.encoder_precision!r}")
+        object.__setattr__(self, "ks", tuple(self.ks))
+        object.__setattr__(self, "loss_options", dict(self.loss_options))
+        object.__setattr__(self, "event_names", tuple(self.event_names))
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig, event_names: Sequence[str] = ()) -> TrainSettings:
+        t = cfg.train
+        return cls(
+            loss=t.loss, lr=t.lr, weight_decay=t.weight_decay, ks=cfg.eval.ks, exclude_seen=cfg.eval.exclude_seen,
+            loss_options={arg: getattr(t, name) for arg, name in LOSSES[t.loss].options.items()},
+            n_negatives=t.n_negatives, negatives_per=t.negatives_per, logq_correction=t.logq_correction,
+            action_loss_weight=t.action_loss_weight, purchase_loss_weight=t.purchase_loss_weight,
+            event_names=tuple(event_names), length_groups=t.length_groups, encoder_precision=t.encoder_precision,
+        )
+
+
+class SeqRecModule(RankingModule):
+    """A trained encoder: ``settings`` (``TrainSettings``) pick the loss and the optimiser;
+    ``sampler`` draws the negatives of losses that need them; ``heads`` (logs with action
+    types) add the next-action and purchase losses. ``step_loss`` is one training step's
+    loss as a plain function of a batch; ``training_step`` adds DDP weights and logging."""
 
     def __init__(
         self,
         encoder: torch.nn.Module,
-        loss: str = "ce",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        ks: tuple[int, ...] = (1, 5, 10, 20),
-        exclude_seen: bool = False,
-        loss_options: Mapping[str, Any] | None = None,
+        settings: TrainSettings | None = None,
         sampler: NegativeSampler | None = None,
-        n_negatives: int = 256,
-        negatives_per: str = "batch",
-        logq_correction: bool = True,
         heads: ActionHeads | None = None,
-        action_loss_weight: float = 0.5,
-        purchase_loss_weight: float = 0.5,
-        event_names: Sequence[str] = (),
-        length_groups: int = 1,
-        encoder_precision: str = "fp32",
     ) -> None:
-        super().__init__(ks, exclude_seen)
-        if length_groups < 1:
-            raise ValueError(f"length_groups must be >= 1, got {length_groups}")
-        if encoder_precision not in ENCODER_PRECISIONS:
-            raise ValueError(f"encoder_precision must be one of {ENCODER_PRECISIONS}, got {encoder_precision!r}")
-        self.length_groups, self.encoder_precision = length_groups, encoder_precision
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; choose from {sorted(LOSSES)}")
+        settings = TrainSettings() if settings is None else settings
+        super().__init__(settings.ks, settings.exclude_seen)
+        self.settings = settings
         self.encoder = encoder
-        self.loss_spec = LOSSES[loss]
+        self.loss_spec = LOSSES[settings.loss]
         if self.loss_spec.negatives != NEGATIVES_NONE and sampler is None:
-            raise ValueError(f"loss {loss!r} needs a negative sampler")
-        self.loss_options = dict(loss_options or {})
-        if negatives_per not in ("batch", "position"):
-            raise ValueError(f"negatives_per must be 'batch' or 'position', got {negatives_per!r}")
-        self.sampler, self.n_negatives, self.logq_correction = sampler, n_negatives, logq_correction
-        self.negatives_per = negatives_per
-        self.lr, self.weight_decay = lr, weight_decay
+            raise ValueError(f"loss {settings.loss!r} needs a negative sampler")
+        self.sampler = sampler
         self.heads = heads  # registered (and in the state_dict) only when the log has actions
-        self.action_loss_weight, self.purchase_loss_weight = action_loss_weight, purchase_loss_weight
-        self.event_names = tuple(event_names)
         self._actions: list[dict[str, torch.Tensor]] = []
         self.last_action_outputs: dict[str, dict[str, np.ndarray]] = {}
         self.last_action_metrics: dict[str, dict] = {}
 
     # ---- training -------------------------------------------------------------------
     def _item_loss(self, hidden: torch.Tensor, targets: torch.Tensor, mixture: Mixture | None = None) -> torch.Tensor:
-        spec, kwargs = self.loss_spec, dict(self.loss_options)
+        s = self.settings
+        spec, kwargs = self.loss_spec, dict(s.loss_options)
         if mixture is not None:
             kwargs["mixture"] = mixture
         if spec.negatives != NEGATIVES_NONE:
             if spec.negatives == NEGATIVES_ONE:
                 shape = (*targets.shape, 1)
-            elif self.negatives_per == "position":
-                shape = (*targets.shape, self.n_negatives)
+            elif s.negatives_per == "position":
+                shape = (*targets.shape, s.n_negatives)
             else:
-                shape = (self.n_negatives,)
+                shape = (s.n_negatives,)
             negatives, log_q = self.sampler(targets, shape)  # drawn on the CPU generator
             kwargs["negatives"] = negatives.to(targets.device)
-            if spec.log_q and self.logq_correction:
+            if spec.log_q and s.logq_correction:
                 kwargs["log_q"] = log_q.to(targets.device)
         return spec.fn(hidden, self.encoder.item_weights(), targets, **kwargs)
+
+    def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One training step's loss terms, each the mean over its own positions: ``item``
+        and, with action heads, ``action`` (and ``purchase`` if the heads have one)."""
+        targets, positions = batch["targets"], None
+        if self.heads is None and self.loss_spec.negatives == NEGATIVES_NONE:
+            # a full-softmax loss reads only the positions with a target: the encoder hands
+            # over just those, (N, D), and never builds the (B, L, D) tensor
+            positions = targets != PAD_ID
+            targets = targets[positions]  # (N,)
+        with self.training_autocast():
+            hidden = self.encoder(batch["inputs"], batch.get("events"), self.settings.length_groups, positions)
+        hidden = hidden.float()  # the losses and heads take fp32 (a no-op without autocast)
+        mixture = None
+        if self.encoder.transitions is not None:
+            if positions is not None:  # the encoder handed over the kept positions already
+                kept, kept_hidden, kept_targets = positions, hidden, targets
+            else:
+                kept = batch["targets"] != PAD_ID
+                kept_hidden, kept_targets = hidden[kept], targets[kept]
+            mixture = self.encoder.loss_mixture(kept_hidden, batch["inputs"], kept, kept_targets)
+        terms = {"item": self._item_loss(hidden, targets, mixture)}
+        if self.heads is not None:
+            action_logits, purchase_logits = self.heads(hidden)  # (B, L, E), (B, L) | None
+            terms["action"] = action_ce(action_logits, batch["next_events"])
+            if purchase_logits is not None:
+                terms["purchase"] = purchase_bce(purchase_logits, batch["purchase"])
+        return terms
+
+    def total_loss(self, terms: Mapping[str, torch.Tensor], shares: Sequence[float] = (1.0, 1.0, 1.0)) -> torch.Tensor:
+        """The weighted sum of ``loss_terms``; ``shares`` weight this process's item, action
+        and purchase means (``loss_shares``; all 1 on one process)."""
+        s = self.settings
+        loss = shares[0] * terms["item"]
+        if "action" in terms:
+            loss = loss + s.action_loss_weight * shares[1] * terms["action"]
+        if "purchase" in terms:
+            loss = loss + s.purchase_loss_weight * shares[2] * terms["purchase"]
+        return loss
+
+    def step_loss(self, batch: Batch) -> torch.Tensor:
+        """The loss one training step minimises on ``batch`` (one process), without logging;
+        what ``benchmarks/speed.py`` times."""
+        return self.total_loss(self.loss_terms(batch))
 
     def _shares(self, batch: Batch) -> list[float]:
         """Weight of this process's item, action and purchase losses (``loss_shares``);
@@ -229,58 +311,31 @@ class SeqRecModule(RankingModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         B = batch["inputs"].shape[0]
-        item_share, action_share, purchase_share = self._shares(batch)
-        if item_share == 0.0:
+        shares = self._shares(batch)
+        if shares[0] == 0.0:
             # This process's slice of a short last batch is empty. A zero loss that touches
             # every parameter keeps DDP's gradient sync in step and adds nothing to the sum.
             return sum(p.sum() for p in self.parameters()) * 0.0
+        terms = self.loss_terms(batch)
         # Logged values are this process's means; the returned loss is weighted by its share.
-        targets, positions = batch["targets"], None
-        if self.heads is None and self.loss_spec.negatives == NEGATIVES_NONE:
-            # a full-softmax loss reads only the positions with a target: the encoder hands
-            # over just those, (N, D), and never builds the (B, L, D) tensor
-            positions = targets != PAD_ID
-            targets = targets[positions]  # (N,)
-        with self._training_autocast():
-            hidden = self.encoder(batch["inputs"], batch.get("events"), self.length_groups, positions)
-        hidden = hidden.float()  # the losses and heads take fp32 (a no-op without autocast)
-        mixture = None
-        if self.encoder.transitions is not None:
-            if positions is not None:  # the encoder handed over the kept positions already
-                kept, kept_hidden, kept_targets = positions, hidden, targets
-            else:
-                kept = batch["targets"] != PAD_ID
-                kept_hidden, kept_targets = hidden[kept], targets[kept]
-            mixture = self.encoder.loss_mixture(kept_hidden, batch["inputs"], kept, kept_targets)
-        item = self._item_loss(hidden, targets, mixture)
-        logged, loss = item, item_share * item
         if self.heads is not None:
-            self.log("train/item_loss", item, on_step=False, on_epoch=True, batch_size=B)
-            action_logits, purchase_logits = self.heads(hidden)  # (B, L, E), (B, L) | None
-            action = action_ce(action_logits, batch["next_events"])
-            self.log("train/action_loss", action, on_step=False, on_epoch=True, batch_size=B)
-            logged = logged + self.action_loss_weight * action
-            loss = loss + self.action_loss_weight * action_share * action
-            if purchase_logits is not None:
-                purchase = purchase_bce(purchase_logits, batch["purchase"])
-                self.log("train/purchase_loss", purchase, on_step=False, on_epoch=True, batch_size=B)
-                logged = logged + self.purchase_loss_weight * purchase
-                loss = loss + self.purchase_loss_weight * purchase_share * purchase
-        self.log("train/loss", logged, prog_bar=True, on_step=True, on_epoch=True, batch_size=B)
-        return loss
+            for name, value in terms.items():
+                self.log(f"train/{name}_loss", value, on_step=False, on_epoch=True, batch_size=B)
+        self.log("train/loss", self.total_loss(terms), prog_bar=True, on_step=True, on_epoch=True, batch_size=B)
+        return self.total_loss(terms, shares)
 
-    def _training_autocast(self) -> contextlib.AbstractContextManager:
+    def training_autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast around the training forward of the encoder (``encoder_precision``).
         On CPU, autocast runs the linear layers and the attention products in bf16; what
         follows them in a branch (attention softmax, GELU, dropout) then works on their bf16
         outputs, while the residual stream stays fp32 (adding a bf16 branch to it promotes),
         and so do the layer norms that read it. Evaluation always runs fp32."""
-        if self.encoder_precision == "fp32":
+        if self.settings.encoder_precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        return torch.optim.Adam(self.parameters(), lr=self.settings.lr, weight_decay=self.settings.weight_decay)
 
     # ---- evaluation -----------------------------------------------------------------
     def score(self, inputs: torch.Tensor, events: torch.Tensor | None = None) -> torch.Tensor:
@@ -288,19 +343,25 @@ class SeqRecModule(RankingModule):
         return self.encoder.score(self.encoder.last_state(inputs, events), inputs)
 
     def _eval_scores(self, batch: EvalBatch) -> torch.Tensor:
+        return self.score(batch["inputs"], batch.get("events"))
+
+    def _eval_step(self, batch: EvalBatch) -> None:
+        if self.heads is None:
+            super()._eval_step(batch)
+            return
+        # one encoder pass serves the ranks and the action heads' outputs
         state = self.encoder.last_state(batch["inputs"], batch.get("events"))  # (B, D)
-        if self.heads is not None:
-            action_logits, purchase_logits = self.heads(state)
-            out = {
-                "probs": action_logits.softmax(dim=-1),
-                "targets": batch["next_events"] - 1,
-                "last": batch["events"][:, -1] - 1,
-            }
-            if purchase_logits is not None:
-                out["purchase_prob"] = purchase_logits.sigmoid()
-                out["purchase_label"] = batch["purchase"]
-            self._actions.append(out)
-        return self.encoder.score(state, batch["inputs"])
+        action_logits, purchase_logits = self.heads(state)
+        out = {
+            "probs": action_logits.softmax(dim=-1),
+            "targets": batch["next_events"] - 1,
+            "last": batch["events"][:, -1] - 1,
+        }
+        if purchase_logits is not None:
+            out["purchase_prob"] = purchase_logits.sigmoid()
+            out["purchase_label"] = batch["purchase"]
+        self._actions.append(out)
+        self._record(self._ranks_of(self.encoder.score(state, batch["inputs"]), batch), batch)
 
     def _eval_end(self, stage: str, extra: dict[str, float] | None = None) -> None:
         if not self._actions:
@@ -309,7 +370,7 @@ class SeqRecModule(RankingModule):
         outputs = {k: v.numpy() for k, v in self._by_user(
             {k: torch.cat([a[k] for a in self._actions]) for k in self._actions[0]}).items()}
         self._actions.clear()
-        metrics = {"next_action": next_action_metrics(outputs["probs"], outputs["targets"], self.event_names)}
+        metrics = {"next_action": next_action_metrics(outputs["probs"], outputs["targets"], self.settings.event_names)}
         if "purchase_prob" in outputs:
             metrics["purchase"] = purchase_metrics(outputs["purchase_prob"], outputs["purchase_label"])
         self.last_action_outputs[stage] = outputs

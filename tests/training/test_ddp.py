@@ -37,7 +37,7 @@ from recsys.data.synthetic import planted_markov_log
 from recsys.errors import ConfigError
 from recsys.nn.encoder import SASRecEncoder
 from recsys.training import run
-from recsys.training.module import SeqRecModule, loss_shares
+from recsys.training.module import SeqRecModule, TrainSettings, loss_shares
 from recsys.types import PAD_ID
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -213,17 +213,14 @@ def test_evaluation_batches_run_in_length_order_and_rank_as_unpadded_single_rows
                         for r in range(0, len(held), EVAL_BATCH))
     assert sum(b["inputs"].numel() for b in batches) < in_user_order  # the point: fewer padded positions
     torch.manual_seed(0)
-    module = SeqRecModule(SASRecEncoder(dm.vocab.n_items, 8, 1, 1, 10, 0.0), loss="ce").eval()
+    module = SeqRecModule(SASRecEncoder(dm.vocab.n_items, 8, 1, 1, 10, 0.0), TrainSettings(loss="ce")).eval()
     with torch.inference_mode():
         ranks = {}
         for b in batches:
-            module._eval_step(b)
-        for u, rank in zip(torch.cat(module._users).tolist(), torch.cat(module._ranks).tolist()):
-            ranks[u] = rank
-        module._ranks.clear()
-        for row in range(len(held)):  # each user alone: no padding at all
-            module._eval_step(collate_eval(dm.sequences.items, held, np.array([row]), 10))
-        alone = torch.cat(module._ranks).tolist()
+            ranks.update(zip(b["users"].tolist(), module.rank(b).tolist()))
+        # each user alone: no padding at all
+        alone = [int(module.rank(collate_eval(dm.sequences.items, held, np.array([row]), 10))[0])
+                 for row in range(len(held))]
     assert [ranks[int(u)] for u in held.user] == alone
 
 
@@ -231,7 +228,7 @@ def test_loss_shares_make_the_averaged_gradient_the_one_process_gradient(events)
     dm = _datamodule(events, "next", 0, 1)
     batch = collate_train(dm.sequences.items, dm.split.train, np.arange(7), 10)
     torch.manual_seed(0)
-    module = SeqRecModule(SASRecEncoder(dm.vocab.n_items, 8, 1, 1, 10, 0.0), loss="ce")
+    module = SeqRecModule(SASRecEncoder(dm.vocab.n_items, 8, 1, 1, 10, 0.0), TrainSettings(loss="ce"))
     params = list(module.parameters())
 
     def grads(rows: slice, weight: float = 1.0) -> list[torch.Tensor]:

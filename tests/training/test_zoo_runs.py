@@ -180,7 +180,7 @@ def test_fast_paths_train_the_same_model(log, tmp_path):
     assert len(losses) == plain["epochs"] and losses[-1] < losses[0]
     assert _epoch_losses(fast_run) == pytest.approx(losses, rel=1e-4)
     bf16 = _cfg(log, tmp_path, train={"loss": "ce_chunked", "chunk_size": 7, "logit_precision": "bf16"})
-    assert build_module(bf16, build_datamodule(bf16)).loss_options == {"chunk_size": 7, "precision": "bf16"}
+    assert build_module(bf16, build_datamodule(bf16)).settings.loss_options == {"chunk_size": 7, "precision": "bf16"}
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +237,7 @@ def test_bf16_encoder_autocast_is_close_to_fp32(log, tmp_path):
     for precision, cfg in cfgs.items():
         torch.manual_seed(0)
         module = build_module(cfg, dm).eval()  # eval: no dropout, the same weights for both
-        with module._training_autocast():
+        with module.training_autocast():
             hidden[precision] = module.encoder(batch["inputs"]).float()
     assert not torch.equal(hidden["bf16"], hidden["fp32"])
     rel = (hidden["bf16"] - hidden["fp32"]).norm() / hidden["fp32"].norm()
