@@ -18,6 +18,7 @@ validation metrics: the very values the run's CSV log (``logs/metrics.csv``) rec
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
@@ -128,7 +129,14 @@ class EpochConsole(pl.Callback):
         from tqdm import tqdm  # plain text: in a notebook, tqdm.auto would want ipywidgets
 
         total = None if total == float("inf") else int(total)
-        self._tqdm = tqdm(total=total, desc=desc, leave=False, unit="batch", dynamic_ncols=True, file=sys.stderr)
+        try:
+            columns = os.get_terminal_size(sys.stderr.fileno()).columns
+        except (OSError, ValueError, AttributeError):  # not a terminal (a pipe, a file, a notebook)
+            columns = 0
+        # a terminal follows its width; a pipe, or a pseudo-terminal that reports a 0 x 0
+        # screen (where tqdm would hide the bar as off-screen), gets a fixed size
+        width = {"dynamic_ncols": True} if columns > 0 else {"ncols": 100, "nrows": 24}
+        self._tqdm = tqdm(total=total, desc=desc, leave=False, unit="batch", file=sys.stderr, **width)
 
     def _close(self) -> None:
         if self._tqdm is not None:
