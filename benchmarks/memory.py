@@ -33,8 +33,10 @@ Runs:
   as ``recsys fit`` reads it; library defaults with ``train.loss=sampled`` (full CE over a
   million items takes minutes an epoch on one thread) and max length 50.
 
-``before`` runs the library with the epoch-end trim off (``train.trim_memory=false``);
-``after`` runs it as shipped. Each finished variant is merged into ``--json``
+``before`` runs the library with ``train.trim_memory=false`` (no trim, oneDNN's kernel
+caches at their default 1,024 entries: the library before issue 19); ``trim only`` with
+the trim but the caches' default capacities named in the environment; ``after`` as
+shipped (trim, caches capped by ``recsys.training.allocator.bound_kernel_caches``). Each finished variant is merged into ``--json``
 (``benchmarks/SPEED-memory.json``), replacing the same variant of an earlier run, so
 variants can be (re)run one at a time; ``benchmarks/speed.py --render`` shows them in SPEED.md.
 Progress goes to ``--workdir``/``<variant>.progress.json`` after every epoch.
@@ -66,10 +68,16 @@ from serving import load_average, machine  # noqa: E402  (benchmarks/ is a folde
 from speed import ISSUE_SETTINGS, defaults_config  # noqa: E402
 
 from recsys.config import ExperimentConfig  # noqa: E402
+from recsys.training.allocator import KERNEL_CACHE_CAPACITY  # noqa: E402
 from recsys.training.provenance import git_commit  # noqa: E402
 
 LARGE_ITEMS, LARGE_USERS, LARGE_EVENTS = 1_000_000, 500, 12_000  # 6M events: ~99.75% of the items occur
-STATES = {"before": ["train.trim_memory=false"], "after": []}
+DEFAULT_CACHES = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024", "LRU_CACHE_CAPACITY": "1024"}  # oneDNN's defaults
+STATES = {  # state -> (config overrides, environment of the measured process)
+    "before": (["train.trim_memory=false"], {}),  # no trim, kernel caches at their defaults
+    "trim only": ([], DEFAULT_CACHES),  # the trim, with the caches' default capacities named
+    "after": ([], {}),  # as shipped: trim and capped kernel caches
+}
 DATASETS = ("ml-1m-partial", "1m-items")
 VARIANTS = [f"{d}, {s}" for d in DATASETS for s in STATES]
 
@@ -158,11 +166,11 @@ class MemoryProbe(pl.Callback):
 # ---- SPEED.md ---------------------------------------------------------------------------------
 
 
-def _drift(rows: list[dict], key: str, base: int = 10) -> float | None:
-    """Largest relative distance from epoch ``base``'s value over epochs ``base``.. (as a fraction)."""
-    ref = next((r[key] for r in rows if r["epoch"] == base), None)
-    later = [r[key] for r in rows if r["epoch"] >= base]
-    return max(abs(v / ref - 1) for v in later) if ref else None
+def _drift(rows: list[dict], key: str, base: int = 10) -> tuple[float, float] | None:
+    """Largest rise and largest fall relative to epoch ``base``'s value, over epochs ``base``..."""
+    ref = next((r.get(key) for r in rows if r["epoch"] == base), None)
+    later = [r[key] / ref - 1 for r in rows if r["epoch"] >= base and r.get(key) is not None] if ref else []
+    return (max(later), min(later)) if later else None
 
 
 def _median(values: list[float]) -> float:
@@ -176,14 +184,14 @@ def markdown_memory(doc: dict) -> list[str]:
     variants = doc["variants"]
     lines = ["## Memory over a long run (`benchmarks/memory.py`)", "",
              "RSS of one `fit` process at every epoch end (after validation, before the epoch-end hooks), "
-             "current (`VmRSS`) and peak so far (`VmHWM`), with the epoch-end trim off (`before`: "
-             "`train.trim_memory=false`) and on (`after`, the library default; "
-             "`recsys.training.allocator.TrimFreedMemory` says what it does and why). One torch thread, "
-             "pinned to one core (`taskset -c 1`) of a machine that others shared; ``flat`` is the issue's bar: "
-             "within 5% of the epoch-10 value through the last epoch. Cause (measured with `mallinfo2`, in "
-             "the JSON): malloc's in-use bytes grow while oneDNN's kernel caches fill with the bf16 kernels of "
-             "every new group shape, and the heap grows around those long-lived blocks; without a trim every "
-             "page it touched stays resident.", ""]
+             "current (`VmRSS`) and peak so far (`VmHWM`). `before`: `train.trim_memory=false`, the library "
+             "before issue 19; `trim only`: `malloc_trim(0)` before validation and at each epoch's end, oneDNN's "
+             "kernel caches at their default 1,024 entries; `after`: the trim and both kernel caches capped at "
+             f"{KERNEL_CACHE_CAPACITY} entries (`recsys.training.allocator`, whose docstring gives the cause "
+             "and the evidence). One torch thread on one core (`taskset -c 1`) of a 2-core machine that other "
+             "jobs shared, so wall times (and, less so, CPU times) move with their load: compare speed only "
+             "between rows of similar load. The issue's bar: within 5% of the epoch-10 value through epoch 100.",
+             ""]
     for dataset in DATASETS:
         runs = {state: variants.get(f"{dataset}, {state}") for state in STATES}
         done = {k: v for k, v in runs.items() if v}
@@ -193,24 +201,32 @@ def markdown_memory(doc: dict) -> list[str]:
         summary = first["dataset"]
         lines += [f"### {dataset}: {summary['n_users']:,} users, {summary['n_items']:,} items, "
                   f"{summary['n_events']:,} events", ""]
+        short = max(len(r["rows"]) for r in done.values())
+        if short < 100:
+            lines += [f"**Runs of at most {short} epochs: short of the issue's 100.**", ""]
         lines += [f"- {state}: " + (f"{len(r['rows'])} epochs from {r['started']} at recsys {str(r['commit'])[:12]}, "
                                     f"load average {r['load_before']} -> {r['load_after']}" if r else "not measured")
                   for state, r in runs.items()]
-        lines += ["", "| epoch | " + " | ".join(f"RSS {s} | peak {s}" for s in done) + " |",
-                  "|---:|" + "---:|" * (2 * len(done))]
+        columns = [(state, key) for state in done for key in ("rss_mb", "rss_next_start_mb", "peak_mb")
+                   if key != "rss_next_start_mb" or state != "before"]  # before: no epoch-end hooks
+        names = {"rss_mb": "RSS", "rss_next_start_mb": "RSS after hooks", "peak_mb": "peak"}
+        lines += ["", "| epoch | " + " | ".join(f"{names[k]} ({s})" for s, k in columns) + " |",
+                  "|---:|" + "---:|" * len(columns)]
         epochs = sorted({r["epoch"] for run in done.values() for r in run["rows"]})
-        for epoch in [e for e in epochs if e in (1, 2, 3, 5) or e % 10 == 0]:
+        for epoch in [e for e in epochs if e in (1, 2, 3, 5) or e % 5 == 0]:
             cells = []
-            for run in done.values():
-                row = next((r for r in run["rows"] if r["epoch"] == epoch), None)
-                cells += [f"{row['rss_mb'] / 1024:.2f} GB", f"{row['peak_mb'] / 1024:.2f} GB"] if row else ["", ""]
+            for state, key in columns:
+                row = next((r for r in done[state]["rows"] if r["epoch"] == epoch), None)
+                cells.append(f"{row[key] / 1024:.2f} GB" if row and row.get(key) is not None else "")
             lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
         cells = []
-        for run in done.values():
-            for key in ("rss_mb", "peak_mb"):
-                drift = _drift(run["rows"], key)
-                cells.append("" if drift is None else f"{drift:.1%} {'✓' if drift <= 0.05 else '✗'}")
-        lines.append("| **largest change from epoch 10** | " + " | ".join(cells) + " |")
+        for state, key in columns:
+            drift = _drift(done[state]["rows"], key)
+            cells.append("" if drift is None else
+                         f"{drift[0]:+.1%} / {drift[1]:+.1%} {'✓' if max(drift[0], -drift[1]) <= 0.05 else '✗'}")
+        lines.append("| **largest rise / fall from epoch 10** | " + " | ".join(cells) + " |")
+        lines += ["", "RSS is read at the epoch's end before the epoch-end hooks (the trim), RSS after hooks when "
+                  "the next epoch starts (the last epoch has none)."]
         lines += ["", "| | " + " | ".join(done) + " |", "|---|" + "---:|" * len(done)]
         stats = {"median training s / epoch (wall)": lambda rows: _median([r["train_s"] for r in rows]),
                  "median CPU s / epoch (user + sys, training and validation)":
@@ -245,7 +261,7 @@ def large_log(workdir: Path) -> Path:
 def variant_config(variant: str, epochs: int, workdir: Path) -> ExperimentConfig:
     dataset, state = variant.split(", ")
     common = [f"train.max_epochs={epochs}", f"train.patience={epochs + 1}", "train.progress_bar=false",
-              "train.num_threads=1", *STATES[state]]
+              "train.num_threads=1", *STATES[state][0]]
     if dataset == "ml-1m-partial":
         return defaults_config(dataset, common)
     shape = [o for o in ISSUE_SETTINGS if o.startswith("model.") and not o.startswith("model.max_len")]
@@ -302,12 +318,14 @@ def main(argv: list[str] | None = None) -> int:
             large_log(args.workdir)  # generated here, so the measured process does not carry it
         print(f"== {variant}", flush=True)
         result = args.workdir / f"{variant.replace(', ', '-')}.result.json"
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **STATES[variant.split(", ")[1]][1]}
         started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        meta = {"started": started, "commit": git_commit(), "load_before": load_average(), "others_before": _others()}
+        meta = {"started": started, "commit": git_commit(), "load_before": load_average(), "others_before": _others(),
+                "env": {k: env[k] for k in DEFAULT_CACHES if k in env}}
         # one thread: the worker inherits OMP_NUM_THREADS=1 and the config sets train.num_threads=1
         subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", variant, "--epochs",
                         str(args.epochs), "--workdir", str(args.workdir), "--result", str(result)],
-                       check=True, env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+                       check=True, env=env)
         record = {**meta, **json.loads(result.read_text(encoding="utf-8")), "load_after": load_average(),
                   "others_after": _others(), "affinity": sorted(os.sched_getaffinity(0))}
         doc = json.loads(args.json.read_text(encoding="utf-8")) if args.json.is_file() else {"variants": {}}

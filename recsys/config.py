@@ -211,9 +211,10 @@ class TrainConfig:
     ``num_threads`` is per process. ``retain_memory`` keeps memory that training frees in
     the process (glibc's malloc; see ``recsys.training.allocator``), so steps reuse pages
     rather than fault fresh ones in; like ``num_threads``, it changes speed, not results.
-    ``trim_memory`` gives the free pages malloc kept back to the system when training
-    hands over to validation and at each epoch's end, so RSS stays flat over a long run
-    (``recsys.training.allocator.TrimFreedMemory``); speed, not results, as well.
+    ``trim_memory`` caps oneDNN's kernel caches and gives the free pages malloc kept back
+    to the system when training hands over to validation and at each epoch's end, so RSS
+    stays flat over a long run (``recsys.training.allocator.TrimFreedMemory``); speed, not
+    results, as well.
 
     ``logger`` (``LOGGERS``): where the training curves go besides the run's CSV log
     (``logs/metrics.csv``, always written): ``tensorboard`` (``logs/tensorboard``), ``mlflow``

@@ -13,26 +13,31 @@ untouched: runs give the same numbers either way.
 The cost is that memory freed after the peak stays with the process (its peak RSS is
 unchanged) rather than going back to the system until it exits.
 
-Over a long run that cost grows (issue 19): on the ML-1M benchmark with the library
-defaults, the process's peak RSS climbed from 1.8 GB after 3 epochs to 2.6 GB after 110.
-Live tensors and Python objects stay constant; malloc's in-use bytes do not. bf16 products
-run through oneDNN, and length groups give every batch new shapes, so oneDNN's primitive
-cache and ideep's computation cache (1,024 entries each) fill with kernels: in-use heap
-went from 190 to 750 MB over the first two epochs, then stayed (with both caches capped
-at 8 entries through their environment variables it stayed at 185 MB, but building a
-kernel for a new shape took about 7 ms against 2 ms to run it, so the caches earn their
-memory). Full caches keep replacing entries, and these long-lived blocks land between the
-steps' large transient buffers: freed holes no longer fit the next request, the heap grows
-around them (1.36 GB of heap for 0.75 GB in use after 3 epochs, 130 MB more each epoch),
-and with trimming off every page it ever touched stays resident.
-``TrimFreedMemory`` hands those free pages back at each phase switch of an epoch (before
-validation, at the epoch's end) with ``malloc_trim(0)``: within a phase, steps still reuse
-kept pages; across phases, only what is in use stays resident.
+Over a long run that cost grew (issue 19): with the library defaults, the ML-1M benchmark's
+peak RSS climbed from 1.8 GB after 3 epochs to 2.6 GB after 110. Live tensors and Python
+objects stay constant; malloc's in-use bytes do not (``mallinfo2``, ``benchmarks/memory.py``).
+bf16 products run through oneDNN, and length groups give nearly every batch new shapes, so oneDNN's primitive cache and ideep's computation cache, 1,024
+kernels each, fill up: in-use heap went from 190 to 750 MB over the first two epochs, then
+stayed there while the full caches kept replacing entries. Those long-lived blocks land
+between the steps' large transient buffers, freed holes no longer fit the next request, and
+the heap grows around them (1.65 GB of heap for 0.75 GB in use by epoch 10, 25 MB more each
+epoch); with trimming off, every page it ever touched stays resident.
+
+Two measures, both on with ``train.trim_memory`` (``TrimFreedMemory``):
+
+- ``bound_kernel_caches`` caps both caches at ``KERNEL_CACHE_CAPACITY`` kernels, so the
+  in-use heap stays at 185 MB and the heap stops growing. Building a kernel for a new shape
+  costs a few ms, but with shapes this varied the full caches missed often anyway: CPU
+  seconds per epoch were no higher with the cap (SPEED.md; a shared machine, so noisy).
+- ``trim_freed_memory`` (``malloc_trim(0)``) before validation and at each epoch's end hands
+  free pages back where the allocation pattern changes; within a phase, steps still reuse
+  kept pages. With the trim alone the peak still grew 10% from epoch 10 to 20.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 import sys
 
@@ -46,6 +51,11 @@ TOP_PAD = 64 << 20  # grow the heap 64 MiB beyond each request: fewer brk calls
 # glibc serves requests above this from mmap; 32 MiB is the most it accepts on 64-bit
 # (HEAP_MAX_SIZE / 2) and the value its own dynamic threshold climbs to at best
 MMAP_THRESHOLD = 32 << 20
+
+# oneDNN's primitive cache and ideep's computation cache: 1,024 kernels each by default. Each
+# reads its capacity from the environment once, when the process builds its first kernel.
+KERNEL_CACHES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+KERNEL_CACHE_CAPACITY = 8
 
 _applied = False
 
@@ -90,8 +100,18 @@ def trim_freed_memory() -> bool:
     return bool(libc.malloc_trim(0))
 
 
+def bound_kernel_caches(capacity: int = KERNEL_CACHE_CAPACITY) -> dict[str, str]:
+    """Cap oneDNN's and ideep's kernel caches (see the module docstring) unless the
+    environment already names a capacity. Takes effect only if no bf16 product has run in
+    this process yet (the caches read the setting once); returns the capacities in force."""
+    for name in KERNEL_CACHES:
+        os.environ.setdefault(name, str(capacity))
+    return {name: os.environ[name] for name in KERNEL_CACHES}
+
+
 class TrimFreedMemory(pl.Callback):
-    """``trim_freed_memory`` when training hands over to validation and at each epoch's end
+    """``bound_kernel_caches`` at setup, before the first training step; then
+    ``trim_freed_memory`` when training hands over to validation and at each epoch's end
     (after validation, checkpoints and logging): where the allocation pattern changes and
     memory kept from the last phase would not be reused (see the module docstring).
 
@@ -100,6 +120,9 @@ class TrimFreedMemory(pl.Callback):
 
     def __init__(self) -> None:
         self.trims = 0
+
+    def setup(self, trainer: pl.Trainer, module: pl.LightningModule, stage: str) -> None:
+        bound_kernel_caches()  # before the first training step builds a kernel
 
     def _trim(self) -> None:
         trim_freed_memory()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -106,11 +107,13 @@ def test_fit_trims_before_validation_and_at_each_epoch_end(tmp_path, monkeypatch
     from recsys.training import allocator
     from recsys.training.run import fit
 
-    calls = []
+    calls, bounds = [], []
     monkeypatch.setattr(allocator, "trim_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(allocator, "bound_kernel_caches", lambda: bounds.append(1) or {})
     result = fit(_planted_cfg(tmp_path, trim), tmp_path / "run")
     assert result.metrics["epochs"] == 3
     assert len(calls) == (2 * 3 if trim else 0)  # not in the final validate / test passes
+    assert len(bounds) == (1 if trim else 0)
 
 
 def test_trim_memory_is_cosmetic():
@@ -120,3 +123,39 @@ def test_trim_memory_is_cosmetic():
     cfg = ExperimentConfig()
     assert cfg.train.trim_memory
     assert config_hash(cfg.with_overrides(["train.trim_memory=false"])) == config_hash(cfg)
+
+
+# bf16 products of 300 shapes (forward and backward), as length groups make them; prints
+# malloc's in-use MB after them. oneDNN and ideep cache a kernel per shape (1,024 each).
+_SHAPES = """
+import ctypes, sys
+import torch
+from recsys.training.allocator import bound_kernel_caches
+if sys.argv[1] == "bound":
+    bound_kernel_caches()
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+torch.set_num_threads(1)
+w = torch.randn(64, 192, dtype=torch.bfloat16, requires_grad=True)
+for rows in range(8, 8 * 301, 8):
+    (torch.randn(rows, 64, dtype=torch.bfloat16) @ w).sum().backward()
+print(libc.mallinfo2().uordblks / 2**20)
+"""
+
+
+def _in_use_after_shapes(mode: str) -> float:
+    from recsys.training.allocator import KERNEL_CACHES
+
+    env = {k: v for k, v in os.environ.items() if k not in KERNEL_CACHES}
+    out = subprocess.run([sys.executable, "-c", _SHAPES, mode], capture_output=True, text=True, check=True, env=env)
+    return float(out.stdout)
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's mallinfo2")
+def test_bound_kernel_caches_stops_the_in_use_growth():
+    default = _in_use_after_shapes("default")
+    if default < 300:
+        pytest.skip(f"this torch keeps no per-shape bf16 kernels here ({default:.0f} MB in use)")
+    assert default - _in_use_after_shapes("bound") > 150  # about 630 against 160 MB here
