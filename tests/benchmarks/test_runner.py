@@ -160,8 +160,8 @@ def test_failed_run_is_reported_and_never_complete(tmp_path, capsys):
     assert rc == 1
     assert "FAILED other/sasrec-ce seed 3" in capsys.readouterr().err
     run_dir = results / "other" / "sasrec-ce" / "seed3"
-    assert not run_dir.exists()
-    assert json.loads((run_dir.with_name("seed3.partial") / "status.json").read_text())["status"] == "failed"
+    # the data failed before training started: no run directory, not even a .partial (issue 23)
+    assert not run_dir.exists() and not run_dir.with_name("seed3.partial").exists()
     assert runner.cell_status(run_dir, "anything") == "missing"
 
 
