@@ -75,7 +75,7 @@ ISSUE_SETTINGS = [  # issue 6: "max length 200, 2 blocks, hidden size 64, 1 head
 ]
 # How ours runs the issue's settings: the same model, loss and batches, computed faster.
 # - train.loss=ce_chunked: the full softmax CE, its gradients formed block by block in the
-#   forward pass (recsys.nn.losses._ChunkedSoftmaxCE; 512 rows x V logits at a time);
+#   forward pass (recsys.nn.kernels.softmax_ce.ChunkedSoftmaxCE; 512 rows x V logits at a time);
 # - train.logit_precision=bf16: its three (positions x catalogue) products on bf16 inputs and
 #   torch's fused softmax over each chunk (fp32 inside, bf16 out); train.encoder_precision=bf16: the encoder's training forward under bf16
 #   autocast (the issue's "bf16 autocast as a lever"; SPEED.md shows the fp32 fast path beside

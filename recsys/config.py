@@ -195,7 +195,7 @@ class TrainConfig:
     ``logit_precision``: ``bf16`` runs the (positions x catalogue) products of the ``ce``
     and ``ce_chunked`` losses on bf16 inputs (fp32 accumulation, bf16-rounded products);
     ``ce`` then takes an fp32 softmax, ``ce_chunked`` torch's fused one, computed in fp32
-    and rounded to bf16 (see ``recsys.nn.losses._ChunkedSoftmaxCE``); ``fp32`` is exact.
+    and rounded to bf16 (see ``recsys.nn.kernels.softmax_ce.ChunkedSoftmaxCE``); ``fp32`` is exact.
     ``encoder_precision``: ``bf16`` runs the encoder's training forward (and so its
     backward) under bf16 autocast (see
     ``SeqRecModule._training_autocast``); validation, test and serving stay fp32.
