@@ -85,3 +85,13 @@ def test_data_metrics_ranks_and_config_round_trip(tmp_path):
     other = cfg.with_overrides(["seed=8"])
     assert rundir.is_stale(tmp_path, other) and not rundir.stored_config_is(tmp_path, other)
     assert rundir.read_event_names(tmp_path) is None
+
+
+def test_provenance_records_this_packages_own_version():
+    import recsys
+    from recsys.training.provenance import versions
+
+    recorded = versions()
+    # the distribution is recsys-lab, the import name recsys: the version must not read "not installed"
+    assert recorded["recsys"] == recsys.__version__ and recorded["recsys"] != "not installed"
+    assert recorded["torch"] != "not installed"

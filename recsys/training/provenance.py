@@ -8,11 +8,15 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("recsys", "torch", "pytorch-lightning", "numpy", "pandas", "pyarrow")
+PACKAGES = ("torch", "pytorch-lightning", "numpy", "pandas", "pyarrow")
 
 
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
+    import recsys
+
+    # this package by its own version: the distribution name (recsys-lab) can differ from the
+    # import name, and a checkout run from PYTHONPATH has no distribution at all
+    out = {"python": platform.python_version(), "recsys": recsys.__version__}
     for name in PACKAGES:
         try:
             out[name] = metadata.version(name)
