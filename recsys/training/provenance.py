@@ -8,15 +8,16 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+DISTRIBUTION = "recsys-lab"  # pyproject.toml [project] name
 PACKAGES = ("torch", "pytorch-lightning", "numpy", "pandas", "pyarrow")
 
 
 def versions() -> dict[str, str]:
-    import recsys
-
-    # this package by its own version: the distribution name (recsys-lab) can differ from the
-    # import name, and a checkout run from PYTHONPATH has no distribution at all
-    out = {"python": platform.python_version(), "recsys": recsys.__version__}
+    out = {"python": platform.python_version()}
+    try:  # this package under its distribution name (the import name is recsys)
+        out["recsys"] = metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        out["recsys"] = "not installed"
     for name in PACKAGES:
         try:
             out[name] = metadata.version(name)
