@@ -143,7 +143,7 @@ class ModelConfig:
     (``TransitionHead.fit_pattern``); 0 counts raw pairs. Raw lag-2 counts echo the lag-1
     chains (a -> b -> c puts c two steps after a) and every lag's counts carry the popular
     items: on the planted 6k x 3k log, 5 iterations took the default model's test NDCG@10 from
-    0.896 to 0.943 of the oracle; on S3-Rec Beauty, where "bought together" is transitive,
+    0.896 to 0.944 of the oracle; on S3-Rec Beauty, where "bought together" is transitive,
     they cost validation NDCG@10. Unset (``null``, the default), the count is chosen from
     ``recsys.nn.heads.EM_CHOICES`` by the likelihood of each user's newest training event
     under tables counted from the rest; the run's log and ``metrics.json`` say which.
