@@ -4,25 +4,19 @@ so the onboarding path cannot rot."""
 import os
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("RECSYS_DATA_DIR") or ROOT.parent / "shared" / "datasets")
 
 
 @pytest.mark.slow
-def test_quickstart_notebook_trains_exports_and_recommends(tmp_path, monkeypatch):
+def test_quickstart_notebook_trains_exports_and_recommends(tmp_path, monkeypatch, execute_notebook):
     monkeypatch.setenv("RECSYS_DATA_DIR", str(DATA))
     monkeypatch.setenv("QUICKSTART_OUT", str(tmp_path))
     monkeypatch.setenv("QUICKSTART_EPOCHS", "3")  # the notebook's default is 8; the path is the same
-    nb = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    outputs, text = execute_notebook("quickstart.ipynb", timeout=300)
     assert not [o for o in outputs if o.output_type == "error"]
-    text = "\n".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs)
     assert "['user_id,item_id,timestamp', '1,1,0'" in text  # the CSV it wrote (LastFM user 1, item 1 first)
     assert "run directory:" in text and "test" in text  # recsys fit's summary
     assert "model.safetensors" in text and "artifact.json" in text
