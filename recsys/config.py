@@ -20,9 +20,39 @@ from recsys.errors import ConfigError
 
 DATA_FORMATS = ("s3rec", "user_item", "movielens", "csv", "parquet", "jsonl")
 SPLITS = ("loo", "temporal")
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """A neural ``model.name``: how attention is masked, how the encoder is trained, and which
+    block its layers are (``recsys.nn.blocks.BLOCKS``).
+
+    ``causal``: a position sees only itself and earlier positions. ``objective``: ``next``
+    (targets are the next item at every position) or ``cloze`` (random positions are replaced
+    by [MASK] and predicted; at inference a [MASK] is appended after the history and its
+    output is the user state). Everything that depends on the model (the transition head's
+    default, action tokens, validation) asks the spec, not the name, so a new causal block
+    gets the fast path, the head, export and serving as SASRec does.
+    """
+
+    causal: bool
+    objective: str
+    block: str = "sasrec"
+
+
+# The one table of neural models (recsys.nn.encoder builds them, recsys.training and
+# recsys.inference read it): every causal one is SASRec's encoder (embeddings, causal mask,
+# next-item targets) with another block; bert4rec is the same encoder bidirectional.
+ENCODERS: dict[str, EncoderSpec] = {
+    "sasrec": EncoderSpec(causal=True, objective="next"),
+    "bert4rec": EncoderSpec(causal=False, objective="cloze"),
+    "bsarec": EncoderSpec(causal=True, objective="next", block="bsarec"),
+    "hstu": EncoderSpec(causal=True, objective="next", block="hstu"),
+    "ligr": EncoderSpec(causal=True, objective="next", block="ligr"),
+}
 # Names the registries in recsys.nn / recsys.baselines / recsys.training implement (a test
 # keeps them equal); listed here so a typo fails when the config loads, not mid-run.
-ENCODER_NAMES = ("sasrec", "bert4rec")
+ENCODER_NAMES = tuple(ENCODERS)
 BASELINE_NAMES = ("popularity", "recent_popularity", "transitions")
 LOSS_NAMES = ("ce", "ce_chunked", "sampled", "bce", "gbce")
 SAMPLER_NAMES = ("uniform", "popularity", "in_batch")
@@ -58,6 +88,8 @@ LEGACY_VALUES: dict[tuple[str, str], Any] = {
     ("model", "transition_ce_weight"): 1.0,
     ("model", "transition_em"): 0,
     ("train", "chunk_size"): 1024,
+    ("model", "bsarec_alpha"): 0.9,
+    ("model", "bsarec_c"): 3,
 }
 
 
@@ -116,8 +148,9 @@ class DataConfig:
 class ModelConfig:
     """Model choice and shape. Field names match the encoder constructor's arguments.
 
-    ``name``: an encoder (``ENCODER_NAMES``: ``sasrec`` causal, ``bert4rec`` bidirectional
-    with cloze training) or a baseline (``BASELINE_NAMES``, no gradient training).
+    ``name``: an encoder (``ENCODERS``: ``sasrec`` causal, ``bert4rec`` bidirectional
+    with cloze training; ``bsarec``, ``hstu``, ``ligr``: SASRec's causal encoder with another
+    block, ``recsys.nn.blocks``) or a baseline (``BASELINE_NAMES``, no gradient training).
     ``use_positions: false`` drops the positional embedding (the SASRec ablation).
     ``use_actions``: embed the action type of each position when ``data.event_col`` is
     set (off: actions are still predicted by the next-action head, just not read).
@@ -155,6 +188,14 @@ class ModelConfig:
 
     Defaults (since 0.2, issue 18): ``dropout_sampler: uniform`` and the transition head;
     frozen configs written before pin ``bernoulli`` and ``0`` (README, "Defaults").
+
+    Block options are named ``<block>_<option>`` and reach that block's constructor as
+    ``option`` (``recsys.nn.blocks.options_from_config``); the other blocks never read them.
+    ``bsarec_alpha``: BSARec's weight of the frequency rescaler beside self-attention
+    (``alpha DSP(X) + (1 - alpha) Attn(X)``), in [0, 1]. ``bsarec_c``: its cut-off as the
+    reference code spells it: the lowest ``c // 2 + 1`` frequencies of the rFFT over a
+    ``max_len`` window are the low band (``recsys.nn.blocks.bsarec``). Defaults: the reference
+    code's (``yehjin-shin/BSARec``, ``src/utils.py``: alpha 0.9, c 3); its Beauty run took 0.7, 5.
     """
 
     name: str = "sasrec"
@@ -172,6 +213,8 @@ class ModelConfig:
     transition_width: int = 32
     transition_ce_weight: float = 1.0
     transition_em: int | None = None
+    bsarec_alpha: float = 0.9
+    bsarec_c: int = 3
 
 
 @dataclass(frozen=True)
@@ -279,9 +322,15 @@ DEFAULT_TRANSITION_LAGS = 3
 
 
 def default_transition_lags(model_name: str, loss: str) -> int:
-    """``model.transition_lags`` when the config leaves it unset: the head for the causal
+    """``model.transition_lags`` when the config leaves it unset: the head for a causal
     encoder trained with a softmax loss, none otherwise."""
-    return DEFAULT_TRANSITION_LAGS if model_name == "sasrec" and loss in SOFTMAX_LOSSES else 0
+    return DEFAULT_TRANSITION_LAGS if is_causal(model_name) and loss in SOFTMAX_LOSSES else 0
+
+
+def is_causal(model_name: str) -> bool:
+    """A causal neural encoder (``ENCODERS``); False for bidirectional ones and baselines."""
+    spec = ENCODERS.get(model_name)
+    return spec is not None and spec.causal
 
 
 @dataclass(frozen=True)
@@ -471,10 +520,11 @@ def _validate(cfg: ExperimentConfig) -> None:
         cfg.train.purchase_horizon == 0 or cfg.data.event_col is not None,
         "train.purchase_horizon > 0 needs data.event_col (the purchase label is an action type)",
     )
+    bidirectional = cfg.model.name in ENCODERS and not ENCODERS[cfg.model.name].causal
     need(
-        not (cfg.model.name == "bert4rec" and cfg.data.event_col is not None),
-        "action tokens (data.event_col) are implemented for the causal encoder only; "
-        "set data.event_col: null to train bert4rec on this log",
+        not (bidirectional and cfg.data.event_col is not None),
+        "action tokens (data.event_col) are implemented for causal encoders only; "
+        f"set data.event_col: null to train {cfg.model.name} on this log",
     )
     need(cfg.model.dim > 0 and cfg.model.n_blocks > 0, "model.dim and model.n_blocks must be > 0")
     need(cfg.model.dim % cfg.model.n_heads == 0, "model.dim must be divisible by model.n_heads")
@@ -483,13 +533,20 @@ def _validate(cfg: ExperimentConfig) -> None:
          and (cfg.model.transition_em is None or cfg.model.transition_em >= 0),
          "model.transition_lags, model.transition_ce_weight and model.transition_em must be >= 0, "
          "model.transition_width >= 1")
-    need(cfg.model.transition_lags == 0 or cfg.model.name not in ("bert4rec",),
-         "model.transition_lags > 0 needs a causal encoder (sasrec): bert4rec's cloze targets sit "
-         "between masked positions, where 'the items before' is not the history it is served with")
+    need(cfg.model.transition_lags == 0 or not bidirectional,
+         f"model.transition_lags > 0 needs a causal encoder ({', '.join(n for n in ENCODERS if is_causal(n))}): "
+         f"{cfg.model.name}'s cloze targets sit between masked positions, where 'the items before' is not "
+         "the history it is served with")
     need(cfg.model.transition_lags == 0 or cfg.train.loss in SOFTMAX_LOSSES,
          "model.transition_lags > 0 mixes probabilities, so it needs a softmax loss (ce, ce_chunked or "
          f"sampled), not {cfg.train.loss!r}: (g)BCE scores are not probabilities")
     need(0.0 <= cfg.model.dropout < 1.0, "model.dropout must be in [0, 1)")
+    need(0.0 <= cfg.model.bsarec_alpha <= 1.0, f"model.bsarec_alpha must be in [0, 1], got {cfg.model.bsarec_alpha}")
+    need(cfg.model.bsarec_c >= 0, f"model.bsarec_c must be >= 0, got {cfg.model.bsarec_c}")
+    need(cfg.model.name not in ENCODERS or ENCODERS[cfg.model.name].block != "bsarec"
+         or cfg.model.bsarec_c // 2 < cfg.model.max_len // 2,
+         f"model.bsarec_c = {cfg.model.bsarec_c} keeps every one of the {cfg.model.max_len // 2 + 1} frequencies of "
+         "a max_len window, so the high band is empty: take c // 2 < max_len // 2")
     need(cfg.model.dropout_sampler in DROPOUT_SAMPLERS,
          f"model.dropout_sampler must be one of {DROPOUT_SAMPLERS}, got {cfg.model.dropout_sampler!r}")
     need(cfg.train.batch_size > 0 and cfg.train.lr > 0, "train.batch_size and train.lr must be > 0")

@@ -3,7 +3,9 @@
 Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018 (causal), and Sun
 et al., "BERT4Rec", CIKM 2019 (the same blocks, bidirectional, trained by cloze). Inputs
 are left-padded (B, L) token ids; output is one hidden state per position (B, L, D). The
-item table is shared with the output layer (see ``heads``).
+item table is shared with the output layer (see ``heads``). The layers are any block of
+``recsys.nn.blocks`` (``block``): SASRec's by default, BSARec's, HSTU's or LiGR's for the
+models of those names (``recsys.config.ENCODERS``).
 
 Optional parts exist only when switched on, so a plain SASRec keeps its state_dict keys:
 
@@ -17,17 +19,18 @@ Optional parts exist only when switched on, so a plain SASRec keeps its state_di
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys.config import DEFAULT_TRANSITION_LAGS, ModelConfig
+from recsys.config import DEFAULT_TRANSITION_LAGS, ENCODERS, EncoderSpec, ModelConfig  # noqa: F401 (importable here too)
+from recsys.nn.blocks import build_block, options_from_config
 from recsys.nn.heads import TransitionHead, score_items
 from recsys.nn.kernels.grouped import group_by_length, grouped_forward  # noqa: F401 (group_by_length: importable here too)
-from recsys.nn.layers import Block, Dropout
+from recsys.nn.layers import Dropout
 from recsys.nn.losses import Mixture
 from recsys.types import PAD_ID
 
@@ -51,6 +54,8 @@ class SASRecEncoder(nn.Module):
         transition_width: int = 32,
         transition_ce_weight: float = 1.0,
         transition_em: int | None = 0,
+        block: str = "sasrec",
+        block_options: Mapping[str, Any] | None = None,
     ) -> None:
         """``n_events``: action types 1..E (0 = padding), 0 = no action embedding.
         ``item_attributes[i]``: attribute ids (>= 1) of item token ``i + 1``, one entry per
@@ -59,13 +64,18 @@ class SASRecEncoder(nn.Module):
         ``dropout_sampler``: one of ``recsys.nn.layers.DROPOUT_SAMPLERS``.
         ``transition_lags`` > 0 adds a ``TransitionHead`` over the last that many items
         (causal encoders only), ``transition_width`` targets per source item and lag, counted
-        with ``transition_em`` EM iterations (0: raw counts; None: chosen from the data)."""
+        with ``transition_em`` EM iterations (0: raw counts; None: chosen from the data).
+        ``block``: the layers, a name in ``recsys.nn.blocks.BLOCKS``; ``block_options``: that
+        block's own keywords (its constructor types them)."""
         super().__init__()
         self.n_items, self.dim, self.max_len, self.causal = n_items, dim, max_len, causal
         self.item_emb = nn.Embedding(n_items + 2, dim, padding_idx=PAD_ID)  # PAD, items, MASK
         self.pos_emb = nn.Embedding(max_len, dim) if use_positions else None
         self.emb_drop = Dropout(dropout, dropout_sampler)
-        self.blocks = nn.ModuleList(Block(dim, n_heads, dropout, dropout_sampler) for _ in range(n_blocks))
+        self.blocks = nn.ModuleList(
+            build_block(block, dim, n_heads, dropout, dropout_sampler, max_len=max_len, **(block_options or {}))
+            for _ in range(n_blocks)
+        )
         self.ln_f = nn.LayerNorm(dim)
         self.apply(self._init)
         # Optional tables are made after the core is initialised, so switching one on leaves
@@ -104,6 +114,7 @@ class SASRecEncoder(nn.Module):
         causal: bool = True,
         n_events: int = 0,
         item_attributes: Sequence[Sequence[int]] | None = None,
+        block: str = "sasrec",
     ) -> SASRecEncoder:
         return cls(
             n_items, cfg.dim, cfg.n_blocks, cfg.n_heads, cfg.max_len, cfg.dropout,
@@ -112,7 +123,7 @@ class SASRecEncoder(nn.Module):
             transition_lags=cfg.transition_lags if cfg.transition_lags is not None else (
                 DEFAULT_TRANSITION_LAGS if causal else 0),
             transition_width=cfg.transition_width, transition_ce_weight=cfg.transition_ce_weight,
-            transition_em=cfg.transition_em,
+            transition_em=cfg.transition_em, block=block, block_options=options_from_config(cfg, block),
         )
 
     @staticmethod
@@ -239,25 +250,6 @@ class SASRecEncoder(nn.Module):
         return self.token_table()[1 : self.n_items + 1]  # (V-1, D)
 
 
-@dataclass(frozen=True)
-class EncoderSpec:
-    """A ``model.name`` entry: how attention is masked and how the encoder is trained.
-
-    ``objective``: ``next`` (targets are the next item at every position) or ``cloze``
-    (random positions are replaced by [MASK] and predicted; at inference a [MASK] is
-    appended after the history and its output is the user state).
-    """
-
-    causal: bool
-    objective: str
-
-
-ENCODERS: dict[str, EncoderSpec] = {
-    "sasrec": EncoderSpec(causal=True, objective="next"),
-    "bert4rec": EncoderSpec(causal=False, objective="cloze"),
-}
-
-
 def build_encoder(
     cfg: ModelConfig,
     n_items: int,
@@ -267,4 +259,5 @@ def build_encoder(
     if cfg.name not in ENCODERS:
         raise ValueError(f"unknown model {cfg.name!r}; choose from {sorted(ENCODERS)}")
     spec = ENCODERS[cfg.name]
-    return SASRecEncoder.from_config(cfg, n_items, causal=spec.causal, n_events=n_events, item_attributes=item_attributes)
+    return SASRecEncoder.from_config(cfg, n_items, causal=spec.causal, n_events=n_events, item_attributes=item_attributes,
+                                     block=spec.block)

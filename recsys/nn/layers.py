@@ -1,4 +1,7 @@
-"""Transformer building blocks written out in plain torch.
+"""Transformer parts written out in plain torch: dropout, attention, feed-forward.
+
+The blocks built from them, one per ``model.name``, live in ``recsys.nn.blocks`` (SASRec's
+pre-norm block is ``recsys.nn.blocks.sasrec.Block``).
 
 The uniform dropout sampler and the written-out attention it needs are kernels of their
 own (``recsys.nn.kernels.dropout``, ``recsys.nn.kernels.attention``); ``dropout`` and
@@ -97,24 +100,3 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.drop(F.gelu(self.fc1(x))))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: x + Attn(LN(x)), then x + FFN(LN(x))."""
-
-    def __init__(self, dim: int, n_heads: int, dropout: float, sampler: str = "bernoulli") -> None:
-        super().__init__()
-        self.ln1 = nn.LayerNorm(dim)
-        self.attn = SelfAttention(dim, n_heads, dropout, sampler)
-        self.ln2 = nn.LayerNorm(dim)
-        self.ffn = FeedForward(dim, dropout, sampler=sampler)
-        self.drop = Dropout(dropout, sampler)
-
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, n_queries: int | None = None) -> torch.Tensor:
-        """(B, L, D) -> (B, L, D), or (B, Q, D) for the last ``n_queries`` positions only
-        (their values are the same as in the full output; see ``SelfAttention``)."""
-        h = self.attn(self.ln1(x), attn_mask, n_queries)
-        if n_queries is not None:
-            x = x[:, x.shape[1] - n_queries :].contiguous()
-        x = x + self.drop(h)
-        return x + self.drop(self.ffn(self.ln2(x)))

@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
 # Fixed colours (matplotlib's tab10), so a model looks the same in every panel and every render.
 MODEL_COLOURS = {"sasrec": "#1f77b4", "bert4rec": "#ff7f0e", "transitions": "#2ca02c",
-                 "popularity": "#7f7f7f", "recent_popularity": "#8c564b"}
-_SPARE = ("#9467bd", "#e377c2", "#17becf", "#bcbd22", "#d62728")
+                 "popularity": "#7f7f7f", "recent_popularity": "#8c564b",
+                 "bsarec": "#9467bd", "hstu": "#d62728", "ligr": "#17becf"}
+_SPARE = ("#e377c2", "#bcbd22")
 SPLIT_TITLES = {"loo": "Leave-one-out", "temporal": "Temporal split"}
 COLS = 3
 

@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 from recsys import rundir
-from recsys.config import BASELINE_NAMES, LEGACY_VALUES, ExperimentConfig
+from recsys.config import BASELINE_NAMES, ENCODERS, LEGACY_VALUES, ExperimentConfig
 
 # Beside the run directory's own files (``recsys.rundir``): what benchmarks/runner.py adds.
 RESULT = "result.json"
@@ -56,8 +56,11 @@ ADDED_FIELDS = LEGACY_VALUES
 def _unread(doc: dict) -> list[tuple[str, str]]:
     """Fields the rest of the config makes unread, so they cannot change a result: the
     transition head's settings without the head, the chunk size of a loss that does not
-    chunk."""
+    chunk, the options of blocks the model does not use (``model.<block>_*``)."""
     out = []
+    spec = ENCODERS.get(doc["model"].get("name"))
+    for block in {s.block for s in ENCODERS.values()} - {spec.block if spec else None}:
+        out += [("model", k) for k in doc["model"] if k.startswith(f"{block}_")]
     if not doc["model"].get("transition_lags"):
         out += [("model", k) for k in ("transition_width", "transition_ce_weight", "transition_em")]
     if doc["train"].get("loss") != "ce_chunked":

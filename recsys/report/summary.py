@@ -25,9 +25,9 @@ if TYPE_CHECKING:  # leaderboard imports this module; the type is only for annot
     from recsys.report.leaderboard import Row
 
 # Columns of the matrix, in this order; a model not listed here goes after them, by name.
-MODEL_ORDER = ("sasrec", "bert4rec", "transitions", "recent_popularity", "popularity")
-MODEL_LABELS = {"sasrec": "SASRec", "bert4rec": "BERT4Rec", "transitions": "transitions",
-                "recent_popularity": "recent popularity", "popularity": "popularity"}
+MODEL_ORDER = ("sasrec", "bsarec", "hstu", "ligr", "bert4rec", "transitions", "recent_popularity", "popularity")
+MODEL_LABELS = {"sasrec": "SASRec", "bsarec": "BSARec", "hstu": "HSTU", "ligr": "LiGR", "bert4rec": "BERT4Rec",
+                "transitions": "transitions", "recent_popularity": "recent popularity", "popularity": "popularity"}
 
 # Models that read event times, not only their order: recsys.baselines.popularity refuses
 # ``recent_popularity`` on a file whose events carry positions only.
