@@ -90,6 +90,7 @@ LEGACY_VALUES: dict[tuple[str, str], Any] = {
     ("train", "chunk_size"): 1024,
     ("model", "bsarec_alpha"): 0.9,
     ("model", "bsarec_c"): 3,
+    ("model", "ligr_ffn_mult"): 4,
 }
 
 
@@ -196,6 +197,9 @@ class ModelConfig:
     reference code spells it: the lowest ``c // 2 + 1`` frequencies of the rFFT over a
     ``max_len`` window are the low band (``recsys.nn.blocks.bsarec``). Defaults: the reference
     code's (``yehjin-shin/BSARec``, ``src/utils.py``: alpha 0.9, c 3); its Beauty run took 0.7, 5.
+    ``ligr_ffn_mult``: the hidden width of LiGR's SwiGLU feed-forward in multiples of ``dim``
+    (``recsys.nn.blocks.ligr``); default 4, RecTools' and eSASRec's for S3-Rec Beauty and
+    ML-1M (``blondered/transformer_benchmark``, ``configs/paper/loo``: Toys 1, Sports 2).
     """
 
     name: str = "sasrec"
@@ -215,6 +219,7 @@ class ModelConfig:
     transition_em: int | None = None
     bsarec_alpha: float = 0.9
     bsarec_c: int = 3
+    ligr_ffn_mult: int = 4
 
 
 @dataclass(frozen=True)
@@ -543,6 +548,7 @@ def _validate(cfg: ExperimentConfig) -> None:
     need(0.0 <= cfg.model.dropout < 1.0, "model.dropout must be in [0, 1)")
     need(0.0 <= cfg.model.bsarec_alpha <= 1.0, f"model.bsarec_alpha must be in [0, 1], got {cfg.model.bsarec_alpha}")
     need(cfg.model.bsarec_c >= 0, f"model.bsarec_c must be >= 0, got {cfg.model.bsarec_c}")
+    need(cfg.model.ligr_ffn_mult >= 1, f"model.ligr_ffn_mult must be >= 1, got {cfg.model.ligr_ffn_mult}")
     need(cfg.model.name not in ENCODERS or ENCODERS[cfg.model.name].block != "bsarec"
          or cfg.model.bsarec_c // 2 < cfg.model.max_len // 2,
          f"model.bsarec_c = {cfg.model.bsarec_c} keeps every one of the {cfg.model.max_len // 2 + 1} frequencies of "
