@@ -27,6 +27,8 @@ from torch import nn
 
 from recsys.config import ModelConfig
 from recsys.nn.blocks.bsarec import BSARecBlock
+from recsys.nn.blocks.hstu import HSTUBlock
+from recsys.nn.blocks.ligr import LiGRBlock
 from recsys.nn.blocks.sasrec import Block
 
 BlockFactory = Callable[..., nn.Module]
@@ -34,6 +36,8 @@ BlockFactory = Callable[..., nn.Module]
 BLOCKS: dict[str, BlockFactory] = {
     "sasrec": Block,
     "bsarec": BSARecBlock,
+    "hstu": HSTUBlock,
+    "ligr": LiGRBlock,
 }
 
 
