@@ -35,6 +35,7 @@ from recsys.data.splits import split_name
 from recsys.data.vocab import Vocab
 from recsys.errors import ArtifactError, ConfigError
 from recsys.training.allocator import retain_freed_memory
+from recsys.training import behaviour
 from recsys.training.build import action_report, build_datamodule, build_module, is_baseline
 from recsys.training import console, loggers
 from recsys.training.callbacks import AtomicLastCheckpoint, EpochSeed, best_epoch
@@ -325,6 +326,8 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
     actions = action_report(module, dm)
     if actions is not None:
         metrics["next_action"] = actions
+    if behaviour.applies(cfg):  # the held-out tail of time (recsys.data.behaviour)
+        metrics["behaviour"] = behaviour.behaviour_report(module, dm, cfg)
     if not writer:
         return metrics, partial
     # Per-user ranks let the leaderboard bootstrap over users and pair models user by user.
