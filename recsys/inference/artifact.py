@@ -237,7 +237,11 @@ def _default_permissions(folder: Path) -> None:
 
 def _refuse_pickle(path: Path) -> None:
     with open(path, "rb") as fh:
-        head = fh.read(4)
+        head = fh.read(9)
+    # safetensors opens with its header's length (u64, little-endian) and then the JSON
+    # header's "{": a length whose low byte is 0x80 (1 header size in 256) is not a pickle.
+    if head[8:9] == b"{":
+        return
     if head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC):
         raise ArtifactError(
             f"{path} is a pickle / torch.save file; recsys never unpickles artifacts (unpickling runs "

@@ -130,3 +130,20 @@ def test_malformed_artifacts_fail_with_artifact_error(tmp_path, small_artifact):
     (counts / MANIFEST).write_text(json.dumps(doc))
     with pytest.raises(ArtifactError, match="item_counts"):
         load_artifact(counts)
+
+
+def test_safetensors_whose_header_length_opens_with_0x80_is_not_taken_for_a_pickle(tmp_path):
+    """safetensors opens with its JSON header's length: 0x0d80 bytes starts with the pickle
+    PROTO byte 0x80 (a BSARec artifact had this header), yet it is no pickle."""
+    from safetensors.torch import load_file, save_file
+
+    from recsys.inference.artifact import _refuse_pickle
+
+    path = tmp_path / WEIGHTS
+    for pad in range(256):  # metadata of growing length until the header length's low byte is 0x80
+        save_file({"w": torch.ones(2)}, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    _refuse_pickle(path)  # no error
+    assert torch.equal(load_file(str(path))["w"], torch.ones(2))
