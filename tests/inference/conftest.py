@@ -5,14 +5,17 @@ Everything is built in-process under pytest's tmp folders: no network, no /tmp s
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from recsys.config import ModelConfig
+from recsys.config import ENCODERS, ModelConfig
 from recsys.inference import random_artifact, save_artifact
+from recsys.inference.artifact import Artifact
+from recsys.nn.blocks import BLOCKS
 
 N_ITEMS = 30
 SMALL_MODEL = ModelConfig(dim=16, n_blocks=2, n_heads=2, max_len=8, dropout=0.1)
@@ -69,10 +72,25 @@ def small_artifact(tmp_path_factory) -> Path:
     return save_artifact(random_artifact(50, SMALL_MODEL, seed=1), tmp_path_factory.mktemp("small") / "art")
 
 
-@pytest.fixture(scope="session")
-def onnx_artifact(tmp_path_factory) -> Path:
-    """Random weights with model.onnx returning every item (k = n_items) for full parity checks."""
-    art = random_artifact(40, SMALL_MODEL, seed=2)
+# The causal models of the block registry (recsys.nn.blocks): export and serving run for each.
+BLOCK_MODELS = sorted(name for name, spec in ENCODERS.items() if spec.causal and spec.block in BLOCKS)
+
+
+def block_artifact(name: str, n_items: int, seed: int) -> Artifact:
+    """Random ``SMALL_MODEL`` weights with model ``name``'s block, every block tensor moved off
+    its init (zero biases and unit norms would hide a padding leak or a dropped bias)."""
+    art = random_artifact(n_items, dataclasses.replace(SMALL_MODEL, name=name), seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    moved = {k: v + 0.1 * torch.randn(v.shape, generator=gen) if k.startswith("blocks.") and v.is_floating_point()
+             else v for k, v in art.state_dict.items()}
+    return dataclasses.replace(art, state_dict=moved)
+
+
+@pytest.fixture(scope="session", params=BLOCK_MODELS)
+def onnx_artifact(request, tmp_path_factory) -> Path:
+    """Random weights of each block's model with model.onnx returning every item (k = n_items)
+    for full parity checks."""
+    art = block_artifact(request.param, 40, seed=2)
     return save_artifact(art, tmp_path_factory.mktemp("onnx") / "art", onnx_k=40)
 
 
