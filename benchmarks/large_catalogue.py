@@ -34,23 +34,20 @@ import dataclasses
 import datetime as dt
 import json
 import math
-import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # measure this checkout's recsys, whatever is installed
-sys.path.insert(1, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a folder of scripts
+from _common import (  # noqa: E402
+    child_env, load_average, machine, process_memory_kib, run_worker, table, table_row, write_atomic,
+)
 
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
-
-from serving import load_average, machine  # noqa: E402  (benchmarks/ is a folder of scripts)
 
 from recsys.config import ExperimentConfig  # noqa: E402
 from recsys.data.synthetic import optimal_metrics, planted_markov_log  # noqa: E402
@@ -110,15 +107,6 @@ def experiment_config(log: Path, s: Settings) -> ExperimentConfig:
 # ---- measuring one stage -------------------------------------------------------------------
 
 
-def _memory_kib() -> dict[str, int]:
-    """VmRSS and VmHWM (the RSS high-water mark) from one read of /proc/self/status; {} elsewhere."""
-    try:
-        lines = Path("/proc/self/status").read_text().splitlines()
-    except OSError:
-        return {}
-    return {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in lines) if k in ("VmRSS", "VmHWM")}
-
-
 def _reset_peak() -> bool:
     """Reset this process's RSS high-water mark (VmHWM) to its current RSS (Linux >= 4.0)."""
     try:
@@ -141,7 +129,7 @@ def stage(record: dict, name: str):
     yield
     wall = time.perf_counter() - t0
     cpu = resource.getrusage(resource.RUSAGE_SELF)
-    memory = _memory_kib()
+    memory = process_memory_kib()
     hwm = memory.get("VmHWM") if reset else None
     peak_kib = hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     record[name] = {"wall_s": wall, "peak_rss_gb": peak_kib / 2**20, "peak_is_stage_only": hwm is not None,
@@ -224,12 +212,10 @@ def _worker(args) -> int:
 
 
 def _run_worker(kind: str, s: Settings, log: Path) -> dict:
-    result = log.parent / f"{kind}.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--log", str(log),
-           "--result", str(result), "--settings", json.dumps(dataclasses.asdict(s))]
-    env = {**os.environ, "OMP_NUM_THREADS": str(s.threads), "MKL_NUM_THREADS": str(s.threads)}
-    subprocess.run(cmd, check=True, env=env)
-    return json.loads(result.read_text(encoding="utf-8"))
+    return run_worker(Path(__file__).resolve(),
+                      ["--worker", kind, "--log", str(log), "--settings", json.dumps(dataclasses.asdict(s))],
+                      log.parent / f"{kind}.json",
+                      env=child_env(OMP_NUM_THREADS=str(s.threads), MKL_NUM_THREADS=str(s.threads)))
 
 
 def _mark(ok: bool) -> str:
@@ -257,8 +243,8 @@ def markdown(doc: dict) -> str:
         f"users** of {Settings(**s).min_len}..{Settings(**s).max_len_events} events each, written to Parquet "
         f"({gen['file_mb']:.1f} MB), then read by the library as `recsys fit` reads it (`data.format=parquet`).",
         "",
-        "| stage | what | wall time | CPU time (user + sys) | peak RSS | RSS at the end | target |",
-        "|---|---|---:|---:|---:|---:|---|",
+        *table(["stage", "what", "wall time", "CPU time (user + sys)", "peak RSS", "RSS at the end", "target"],
+               "llrrrrl"),
         f"| generate | generator + `DataFrame.to_parquet` (own process; not preprocessing) | "
         f"{_cells(stages['generate'])} | |",
     ]
@@ -276,7 +262,7 @@ def markdown(doc: dict) -> str:
         if name == "preprocess":
             target.append(f"<= 5 min {_mark(row['wall_s'] <= TARGET_PREPROCESS_S)}")
         target.append(f"<= 24 GB {_mark(row['peak_rss_gb'] <= TARGET_RSS_GB)}")
-        lines.append(f"| {name} | {what[name]} | {_cells(row)} | {', '.join(target)} |")
+        lines.append(table_row([name, what[name], _cells(row), ", ".join(target)]))
     total = sum(stages[n]["wall_s"] for n in ("preprocess", "train", "evaluate"))
     lines += [
         f"| **pipeline** | preprocess + train + evaluate, one process | {total:.1f} s | | {worst:.2f} GB | | "
@@ -303,12 +289,8 @@ def markdown(doc: dict) -> str:
         f"- evaluation: {pipe['n_eval_users']:,} of {pipe['test_users']:,} test users ranked over all "
         f"{pipe['vocab_items']:,} items",
         "",
-        "| test metric | after this training | Bayes optimum (expected) |",
-        "|---|---:|---:|",
-    ]
-    for key, value in pipe["test"].items():
-        lines.append(f"| {key} | {value:.4f} | {gen['optimal'][key]:.4f} |")
-    lines += [
+        *table(["test metric", "after this training", "Bayes optimum (expected)"], "lrr",
+               ([key, f"{value:.4f}", f"{gen['optimal'][key]:.4f}"] for key, value in pipe["test"].items())),
         "",
         "The metrics show that evaluation ranked the whole catalogue, nothing more: one epoch is far from the "
         "planted optimum, and this benchmark measures time and memory, not quality.",
@@ -333,10 +315,9 @@ def markdown(doc: dict) -> str:
         "below them (`echo 19 > /proc/$$/autogroup`), so wall times are inflated by an amount that this file "
         "cannot separate out. Load average (1, 5, 15 min) at each stage's start and end:",
         "",
-        "| stage | load before | load after |",
-        "|---|---|---|",
+        *table(["stage", "load before", "load after"], "lll",
+               ([n, stages[n]["load_before"], stages[n]["load_after"]] for n in STAGES)),
     ]
-    lines += [f"| {n} | {stages[n]['load_before']} | {stages[n]['load_after']} |" for n in STAGES]
     lines += ["", *[f"- **{k}**: {v}" for k, v in doc["machine"].items()], ""]
     return "\n".join(lines)
 
@@ -380,9 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         doc["pipeline"] = _run_worker("pipeline", s, log)
     doc["wall_s"] = time.perf_counter() - t0
     text = markdown(doc)
-    tmp_out = args.out.with_suffix(".tmp")
-    tmp_out.write_text(text, encoding="utf-8")
-    os.replace(tmp_out, args.out)
+    write_atomic(args.out, text)
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2), encoding="utf-8")
     print("\n" + text)

@@ -57,15 +57,17 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # measure this checkout's recsys, whatever is installed
-sys.path.insert(1, str(Path(__file__).resolve().parent))
-os.environ.setdefault("RECSYS_DATA_DIR", str(ROOT.parent / "shared" / "datasets"))  # as the Makefile
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a folder of scripts
+from _common import (  # noqa: E402
+    DATA_DIR, atomic_path, child_env, load_average, machine, process_memory_kib, run_worker, table, table_row,
+    write_atomic,
+)
+
+os.environ.setdefault("RECSYS_DATA_DIR", str(DATA_DIR))  # as the Makefile
 
 import pytorch_lightning as pl  # noqa: E402
 
-from serving import load_average, machine  # noqa: E402  (benchmarks/ is a folder of scripts)
-from speed import ISSUE_SETTINGS, defaults_config  # noqa: E402
+from speed import ISSUE_SETTINGS, defaults_config  # noqa: E402  (the shape of speed.py's "defaults" row)
 
 from recsys.config import ExperimentConfig  # noqa: E402
 from recsys.training.allocator import KERNEL_CACHE_CAPACITY  # noqa: E402
@@ -108,12 +110,7 @@ LIBC = _libc()
 def status_mb() -> dict[str, float]:
     """VmRSS, VmHWM, RssAnon, RssFile of this process in MiB (Linux)."""
     keys = {"VmRSS": "rss_mb", "VmHWM": "peak_mb", "RssAnon": "anon_mb", "RssFile": "file_mb"}
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in keys:
-            out[keys[key]] = int(value.split()[0]) / 1024
-    return out
+    return {keys[k]: kib / 1024 for k, kib in process_memory_kib().items()}
 
 
 def malloc_mb() -> dict[str, float]:
@@ -210,21 +207,20 @@ def markdown_memory(doc: dict) -> list[str]:
         columns = [(state, key) for state in done for key in ("rss_mb", "rss_next_start_mb", "peak_mb")
                    if key != "rss_next_start_mb" or state != "before"]  # before: no epoch-end hooks
         names = {"rss_mb": "RSS", "rss_next_start_mb": "RSS after hooks", "peak_mb": "peak"}
-        lines += ["", "| epoch | " + " | ".join(f"{names[k]} ({s})" for s, k in columns) + " |",
-                  "|---:|" + "---:|" * len(columns)]
+        lines += ["", *table(["epoch", *(f"{names[k]} ({s})" for s, k in columns)], "r" * (len(columns) + 1))]
         epochs = sorted({r["epoch"] for run in done.values() for r in run["rows"]})
         for epoch in [e for e in epochs if e in (1, 2, 3, 5) or e % 5 == 0]:
             cells = []
             for state, key in columns:
                 row = next((r for r in done[state]["rows"] if r["epoch"] == epoch), None)
                 cells.append(f"{row[key] / 1024:.2f} GB" if row and row.get(key) is not None else "")
-            lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
+            lines.append(table_row([epoch, *cells]))
         cells = []
         for state, key in columns:
             drift = _drift(done[state]["rows"], key)
             cells.append("" if drift is None else
                          f"{drift[0]:+.1%} / {drift[1]:+.1%} {'✓' if max(drift[0], -drift[1]) <= 0.05 else '✗'}")
-        lines.append("| **largest rise / fall from epoch 10** | " + " | ".join(cells) + " |")
+        lines.append(table_row(["**largest rise / fall from epoch 10**", *cells]))
         lines += ["", "RSS is read at the epoch's end before the epoch-end hooks (the trim), RSS after hooks when "
                   "the next epoch starts (the last epoch has none)."]
         lines += ["", "| | " + " | ".join(done) + " |", "|---|" + "---:|" * len(done)]
@@ -237,7 +233,7 @@ def markdown_memory(doc: dict) -> list[str]:
         for label, stat in stats.items():
             values = [stat(run["rows"]) for run in done.values()]
             fmt = "{:,.0f}" if "faults" in label else "{:.1f} s"
-            lines.append(f"| {label} | " + " | ".join(fmt.format(v) for v in values) + " |")
+            lines.append(table_row([label, *(fmt.format(v) for v in values)]))
         lines.append("")
     return lines
 
@@ -252,9 +248,8 @@ def large_log(workdir: Path) -> Path:
         from recsys.data.synthetic import planted_markov_log
 
         log = planted_markov_log(LARGE_USERS, LARGE_ITEMS, min_len=LARGE_EVENTS, max_len=LARGE_EVENTS, seed=0)
-        tmp = path.with_suffix(".tmp")
-        log.frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            log.frame.to_parquet(tmp, index=False)
     return path
 
 
@@ -318,22 +313,19 @@ def main(argv: list[str] | None = None) -> int:
             large_log(args.workdir)  # generated here, so the measured process does not carry it
         print(f"== {variant}", flush=True)
         result = args.workdir / f"{variant.replace(', ', '-')}.result.json"
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **STATES[variant.split(", ")[1]][1]}
+        env = child_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **STATES[variant.split(", ")[1]][1])
         started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         meta = {"started": started, "commit": git_commit(), "load_before": load_average(), "others_before": _others(),
                 "env": {k: env[k] for k in DEFAULT_CACHES if k in env}}
         # one thread: the worker inherits OMP_NUM_THREADS=1 and the config sets train.num_threads=1
-        subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", variant, "--epochs",
-                        str(args.epochs), "--workdir", str(args.workdir), "--result", str(result)],
-                       check=True, env=env)
-        record = {**meta, **json.loads(result.read_text(encoding="utf-8")), "load_after": load_average(),
-                  "others_after": _others(), "affinity": sorted(os.sched_getaffinity(0))}
+        measured = run_worker(Path(__file__).resolve(), ["--worker", variant, "--epochs", str(args.epochs),
+                                                         "--workdir", str(args.workdir)], result, env=env)
+        record = {**meta, **measured, "load_after": load_average(), "others_after": _others(),
+                  "affinity": sorted(os.sched_getaffinity(0))}
         doc = json.loads(args.json.read_text(encoding="utf-8")) if args.json.is_file() else {"variants": {}}
         doc["machine"], doc["variants"][variant] = machine(), record
         doc["variants"] = {v: doc["variants"][v] for v in VARIANTS if v in doc["variants"]}
-        tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
-        os.replace(tmp, args.json)
+        write_atomic(args.json, json.dumps(doc, indent=1))
         print(f"   wrote {variant} into {args.json}", flush=True)
     return 0
 

@@ -23,17 +23,18 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a folder of scripts
+from _common import ROOT, atomic_path, fit_in_child, table, table_row, write_atomic  # noqa: E402
 
 from recsys import rundir  # noqa: E402
+from recsys.config import ExperimentConfig  # noqa: E402
 from recsys.data.synthetic import mixture_oracle_metrics, planted_mixture_log  # noqa: E402
+from recsys.report.results import config_hash  # noqa: E402
 
 SIZES = {  # name: (users, items, generator seed)
     "small": (6000, 3000, 1),
@@ -43,12 +44,6 @@ RANKERS = ("oracle", "popularity", "transitions", "defaults")
 OUT_MD = ROOT / "benchmarks" / "PLANTED.md"
 OUT_JSON = ROOT / "benchmarks" / "PLANTED.json"
 WALL = "wall.json"  # this benchmark's own file in a run directory: the fit's wall time
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _config(name: str, csv: Path, work: Path, model: str | None) -> Path:
@@ -62,21 +57,17 @@ def _config(name: str, csv: Path, work: Path, model: str | None) -> Path:
     if model is not None:
         lines.append(f"model: {{name: {model}}}")
     path = work / f"{csv.stem}-{name}.yaml"
-    _write_atomic(path, "\n".join(lines) + "\n")
+    write_atomic(path, "\n".join(lines) + "\n")
     return path
 
 
 def _fit(config: Path, run_dir: Path) -> tuple[dict, float]:
     """(metrics.json, wall seconds) of a finished run, fitting or resuming it as needed."""
     if not rundir.has_metrics(run_dir):
-        partial = rundir.partial_dir(run_dir)
-        cmd = [sys.executable, "-m", "recsys.cli", "fit"]
-        cmd += ["--resume", str(partial)] if rundir.has_last_checkpoint(partial) else [
-            "--config", str(config), "--run-dir", str(run_dir), "train.progress_bar=false"]
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True, cwd=ROOT)
-        wall = time.perf_counter() - start
-        _write_atomic(run_dir / WALL, json.dumps({"wall_s": wall}))
+        overrides = ["train.progress_bar=false"]
+        expected = config_hash(ExperimentConfig.from_yaml(config).with_overrides(overrides))
+        run = fit_in_child(config, run_dir, overrides, expected)
+        write_atomic(run_dir / WALL, json.dumps({"wall_s": run.wall_s}))
     wall = json.loads((run_dir / WALL).read_text())["wall_s"] if (run_dir / WALL).is_file() else None
     return rundir.read_metrics(run_dir), wall
 
@@ -88,9 +79,8 @@ def run_size(name: str, work: Path) -> dict:
     log = planted_mixture_log(users, items, seed=seed)
     csv = work / f"{name}.csv"
     if not csv.is_file():
-        tmp = csv.with_name(csv.name + ".tmp")
-        log.frame.to_csv(tmp, index=False)
-        os.replace(tmp, csv)
+        with atomic_path(csv) as tmp:
+            log.frame.to_csv(tmp, index=False)
     gen_s = time.perf_counter() - start
     start = time.perf_counter()
     oracle = {"valid": mixture_oracle_metrics(log, 2, (10,)), "test": mixture_oracle_metrics(log, 1, (10,))}
@@ -127,8 +117,8 @@ def render(doc: dict) -> str:
         out += [
             f"## {name}: {size['users']:,} users x {size['items']:,} items, {size['events']:,} events",
             "",
-            "| ranker | test NDCG@10 | test HR@10 | of oracle | valid NDCG@10 | epochs (best) | wall time |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            *table(["ranker", "test NDCG@10", "test HR@10", "of oracle", "valid NDCG@10", "epochs (best)", "wall time"],
+                   "lrrrrrr"),
         ]
         for ranker in RANKERS:
             r = rows.get(ranker)
@@ -136,10 +126,8 @@ def render(doc: dict) -> str:
                 continue
             ep = f"{r['epochs']} ({r['best_epoch']})" if r.get("epochs") is not None else ""
             wall = f"{r['wall_s']:.0f} s" if r.get("wall_s") is not None else "?"
-            out.append(
-                f"| {ranker} | {r['test']['ndcg@10']:.4f} | {r['test']['hr@10']:.4f} | "
-                f"{r['test']['ndcg@10'] / oracle:.3f} | {r['valid']['ndcg@10']:.4f} | {ep} | {wall} |"
-            )
+            out.append(table_row([ranker, f"{r['test']['ndcg@10']:.4f}", f"{r['test']['hr@10']:.4f}",
+                                  f"{r['test']['ndcg@10'] / oracle:.3f}", f"{r['valid']['ndcg@10']:.4f}", ep, wall]))
         d = rows.get("defaults")
         if d is not None:
             ratio = d["test"]["ndcg@10"] / oracle
@@ -166,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         doc["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         doc["note"] = args.note
         doc["sizes"] = {k: doc["sizes"][k] for k in SIZES if k in doc["sizes"]}
-        _write_atomic(OUT_JSON, json.dumps(doc, indent=1))
-    _write_atomic(OUT_MD, render(doc))
+        write_atomic(OUT_JSON, json.dumps(doc, indent=1))
+    write_atomic(OUT_MD, render(doc))
     print(OUT_MD.read_text())
     return 0
 

@@ -29,7 +29,10 @@ Run it from a clean checkout (``git worktree add --detach /tmp/bench HEAD``, the
 uncommitted edits in a shared checkout would leak into results (``git_commit`` in
 result.json ends in ``-dirty`` when that happens).
 
-Uses only the public API (``recsys.config.ExperimentConfig``, ``recsys.rundir``) and CLI.
+Uses only public names from recsys (``recsys.config.ExperimentConfig``, ``recsys.rundir``,
+``recsys.report.results``) and the CLI; running ``recsys fit`` in a child process and
+waiting for it is ``benchmarks/_common.py``'s ``fit_in_child``, which the planted benchmark
+uses too.
 """
 
 from __future__ import annotations
@@ -37,28 +40,24 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
-import platform
-import resource
 import shlex
-import shutil
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-# Use the recsys of the checkout this file lives in (not whichever one is pip-installed), so the
-# config hash here and the `recsys fit` subprocesses (run with cwd=ROOT) see the same code.
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a folder of scripts
+# _common also puts this checkout first on sys.path (not whichever recsys is pip-installed), so
+# the config hash here and the `recsys fit` children (run with cwd=ROOT) see the same code.
+from _common import (  # noqa: E402
+    ROOT, child_env, data_dir, fit_command, fit_in_child, hardware, run_and_wait, unfinished_action,
+)
 
 from recsys import rundir  # noqa: E402
 from recsys.config import ExperimentConfig  # noqa: E402
 from recsys.report.results import EXCLUDED_DATASETS, RESULT, config_hash, run_config_hash  # noqa: E402
-from recsys.training.provenance import process_alive  # noqa: E402
 
 EXPERIMENTS = ROOT / "experiments"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -114,7 +113,7 @@ def _data_size(path: Path) -> int:
     try:
         data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("data", {})
         rel = Path(data.get("path", ""))
-        root = Path(data.get("data_dir") or os.environ.get("RECSYS_DATA_DIR") or ROOT.parent / "shared" / "datasets")
+        root = Path(data.get("data_dir") or data_dir())
         target = rel if rel.is_absolute() else root / rel
         return target.stat().st_size
     except (OSError, AttributeError, yaml.YAMLError):
@@ -128,10 +127,14 @@ def plan(config_paths: list[Path], seeds: list[int]) -> list[Cell]:
     return [Cell(p, p.parent.name, p.stem, seed) for seed in seeds for p in ordered]
 
 
+def fit_overrides(cell: Cell, overrides: list[str]) -> list[str]:
+    """What ``recsys fit --config <the cell's frozen config>`` gets: its seed, then the extra overrides."""
+    return [f"seed={cell.seed}", "train.progress_bar=false", *overrides]
+
+
 def resolve_config(cell: Cell, overrides: list[str]) -> ExperimentConfig:
     """The exact config a cell runs: the frozen file, its seed, then extra overrides."""
-    cfg = ExperimentConfig.from_yaml(cell.config_path)
-    return cfg.with_overrides([f"seed={cell.seed}", "train.progress_bar=false", *overrides])
+    return ExperimentConfig.from_yaml(cell.config_path).with_overrides(fit_overrides(cell, overrides))
 
 
 # ---- status of a cell ----------------------------------------------------------------------
@@ -158,32 +161,6 @@ def cell_status(run_dir: Path, expected_hash: str) -> str:
 
 
 # ---- provenance ----------------------------------------------------------------------------
-
-
-def hardware() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory_gb = None
-    try:
-        memory_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError, AttributeError):
-        pass
-    return {"cpu": cpu, "cpus": os.cpu_count(), "memory_gb": memory_gb, "platform": platform.platform(),
-            "accelerator": "cpu"}
-
-
-def _children_cpu_s() -> float:
-    """CPU seconds used by finished child processes. On a shared machine the wall time of a
-    single-threaded run grows with the load; its CPU time is close to the wall time it would
-    take on an idle machine."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def build_result(cell: Cell, cfg: ExperimentConfig, run_dir: Path, overrides: list[str], quick: bool,
@@ -245,31 +222,6 @@ def todo_action(status: str, force: bool) -> str | None:
     return {"complete": None, "recoverable": "recover"}.get(status, "run")
 
 
-def unfinished_action(run_dir: Path, expected_hash: str) -> str:
-    """What to do with ``<run_dir>.partial`` before running a cell.
-
-    ``fresh``: nothing there. ``resume``: an interrupted run of the same config (SIGTERM,
-    Ctrl-C, or a process killed outright: its status still says running, its pid is gone)
-    with an epoch-end checkpoint; ``recsys fit --resume`` continues it, and the result is
-    the uninterrupted run's. ``restart``: anything else (a failed run, another config, no
-    checkpoint yet); it is deleted and the cell starts over. ``busy``: a live process is
-    still writing it; the cell is left alone.
-    """
-    partial = rundir.partial_dir(run_dir)
-    if not partial.exists():
-        return "fresh"
-    if process_alive(rundir.running_pid(partial)):
-        return "busy"
-    if rundir.is_resumable(partial) and run_config_hash(partial) == expected_hash:
-        return "resume"
-    return "restart"
-
-
-def fit_command(cell: Cell, run_dir: Path, overrides: list[str]) -> list[str]:
-    return [sys.executable, "-m", "recsys.cli", "fit", "--config", str(cell.config_path), "--run-dir", str(run_dir),
-            f"seed={cell.seed}", "train.progress_bar=false", *overrides]
-
-
 def run_cell(cell: Cell, results: Path, overrides: list[str], quick: bool) -> dict:
     """Fit one cell through ``recsys fit`` and write its result.json. Raises on failure.
 
@@ -277,36 +229,14 @@ def run_cell(cell: Cell, results: Path, overrides: list[str], quick: bool) -> di
     CPU times then cover the resumed part only."""
     cfg = resolve_config(cell, overrides)
     run_dir = cell.run_dir(results)
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    unfinished = unfinished_action(run_dir, config_hash(cfg))
-    if unfinished == "busy":
-        raise RuntimeError(f"{cell.label()}: {rundir.partial_dir(run_dir)} belongs to a running process; left alone")
-    if unfinished == "restart":
-        shutil.rmtree(rundir.partial_dir(run_dir))
-    if unfinished == "resume":
-        command = [sys.executable, "-m", "recsys.cli", "fit", "--resume", str(run_dir)]
-        print(f"    resuming the interrupted run in {rundir.partial_dir(run_dir).name}", flush=True)
-    else:
-        command = fit_command(cell, run_dir, overrides)
-    log = run_dir.with_name(run_dir.name + ".log")
-    started, cpu_before = time.perf_counter(), _children_cpu_s()
-    with log.open("a" if unfinished == "resume" else "w", encoding="utf-8") as out:
-        proc = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=_env())
-    elapsed, cpu = time.perf_counter() - started, _children_cpu_s() - cpu_before
-    if proc.returncode != 0:
-        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
-        raise RuntimeError(f"{cell.label()}: recsys fit exited with {proc.returncode}; log {log}:\n  " + "\n  ".join(tail))
-    result = build_result(cell, cfg, run_dir, overrides, quick, command, elapsed, cpu)
+    try:
+        run = fit_in_child(cell.config_path, run_dir, fit_overrides(cell, overrides), config_hash(cfg),
+                           log=run_dir.with_name(run_dir.name + ".log"))
+    except RuntimeError as exc:
+        raise RuntimeError(f"{cell.label()}: {exc}") from None
+    result = build_result(cell, cfg, run_dir, overrides, quick, run.command, run.wall_s, run.cpu_s)
     rundir.write_json(run_dir / RESULT, result)
     return result
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env.setdefault("RECSYS_DATA_DIR", str(ROOT.parent / "shared" / "datasets"))
-    return env
 
 
 def _lock(results: Path):
@@ -326,7 +256,7 @@ def render(results: Path, out: Path, plot: Path, experiments: Path) -> int:
     """Render the leaderboard through the public CLI."""
     command = [sys.executable, "-m", "recsys.cli", "leaderboard", "--results", str(results), "--experiments",
                str(experiments), "--out", str(out), "--plot", str(plot)]
-    return subprocess.run(command, cwd=ROOT, env=_env()).returncode
+    return run_and_wait(command, env=child_env()).returncode
 
 
 def time_epochs(configs: list[Path], overrides: list[str], results: Path, seeds: int,
@@ -349,12 +279,10 @@ def time_epochs(configs: list[Path], overrides: list[str], results: Path, seeds:
         for i, path in enumerate(configs):
             cell = Cell(path, path.parent.name, path.stem, DEFAULT_SEEDS[0])
             run_dir = Path(scratch) / f"run{i}"
-            command = fit_command(cell, run_dir, [*overrides, "train.max_epochs=1"])
-            cpu_before = _children_cpu_s()
-            proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=_env())
-            cpu = _children_cpu_s() - cpu_before
-            if proc.returncode != 0:
-                print(f"  {cell.dataset}/{cell.stem}: failed ({proc.stderr.strip().splitlines()[-1:]})")
+            command = fit_command(path, run_dir, fit_overrides(cell, [*overrides, "train.max_epochs=1"]))
+            run = run_and_wait(command, log=Path(scratch) / f"run{i}.log", env=child_env())
+            if not run.ok:
+                print(f"  {cell.dataset}/{cell.stem}: failed ({run.tail(1)})")
                 continue
             metrics = rundir.read_metrics(run_dir)
             wall, cpu_s = metrics["wall_time_s"], metrics.get("cpu_time_s")
@@ -372,7 +300,7 @@ def time_epochs(configs: list[Path], overrides: list[str], results: Path, seeds:
             per_seed = times["train"] * epochs + (times["total"] - times["train"])
             rows.append({"dataset": cell.dataset, "config": cell.stem, "basis": basis, "epoch_s": times["train"],
                          "overhead_s": round(times["total"] - times["train"], 3), "epoch_wall_s": wall["train"],
-                         "process_cpu_s": round(cpu, 1), "process_wall_s": wall.get("total"), "epochs_per_run": epochs,
+                         "process_cpu_s": round(run.cpu_s, 1), "process_wall_s": wall.get("total"), "epochs_per_run": epochs,
                          "epochs_from": "results" if done else "assumed" if epochs else "baseline", "per_seed_s": round(per_seed, 1),
                          "all_seeds_s": round(per_seed * seeds, 1)})
             r = rows[-1]

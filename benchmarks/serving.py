@@ -38,20 +38,19 @@ import argparse
 import datetime as dt
 import gc
 import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from recsys.config import ModelConfig
-from recsys.inference import OnnxRecommender, Recommender, random_artifact, save_artifact
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a folder of scripts
+from _common import data_dir, load_average, machine, run_and_wait, table  # noqa: E402
+
+from recsys.config import ModelConfig  # noqa: E402
+from recsys.inference import OnnxRecommender, Recommender, random_artifact, save_artifact  # noqa: E402
 
 MODEL = ModelConfig(name="sasrec", dim=64, n_blocks=2, n_heads=1, max_len=50, dropout=0.2)
 # The offline section serves what `recsys fit` trains by default: the transition mixture head.
@@ -79,42 +78,6 @@ NOTES = [
     "is memory-bound; `item_precision=\"bfloat16\"` halves the bytes read and rescores a "
     "shortlist in float32 (parity above). onnxruntime scores the same graph in float32.",
 ]
-
-
-def machine() -> dict[str, str]:
-    info = {"cpu": platform.processor() or "unknown", "cores": str(os.cpu_count())}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
-        info["cpu"] = fields.get("Model name", info["cpu"])
-        info["cores"] = f"{fields.get('CPU(s)', '?')} CPUs ({fields.get('Core(s) per socket', '?')} cores/socket, " \
-                        f"{fields.get('Thread(s) per core', '?')} thread/core)"
-        flags = fields.get("Flags", "").split()
-        info["simd"] = " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags)
-        info["hypervisor"] = fields.get("Hypervisor vendor", "none")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
-        info["memory"] = f"{int(mem) / 2**20:.0f} GiB"
-    except (OSError, IndexError, ValueError):
-        pass
-    info["platform"] = platform.platform()
-    for name in ("torch", "onnxruntime", "onnx", "numpy", "safetensors"):
-        try:
-            info[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            info[name] = "not installed"
-    info["python"] = platform.python_version()
-    return info
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "?"
 
 
 def histories(n_items: int, count: int, length: int, seed: int) -> list[list[str]]:
@@ -220,16 +183,12 @@ def markdown(rows: list[dict], info: dict, args: argparse.Namespace, started: st
         f"at least {args.seconds:g} s. ✓/✗: the targets of issue 4 (12,101 items: p50 <= 2 ms and "
         ">= 5,000 histories/s; 1,000,000 items: p50 <= 25 ms).",
         "",
-        "| catalogue | engine | threads | p50 ms (1 history) | p99 ms | histories/s (batch 256) "
-        "| CPU ms/call p50 | histories per CPU-s | load avg before -> after |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        *table(["catalogue", "engine", "threads", "p50 ms (1 history)", "p99 ms", "histories/s (batch 256)",
+                "CPU ms/call p50", "histories per CPU-s", "load avg before -> after"], "rlrrrrrrl",
+               ([f"{r['items']:,}", r["engine"], r["threads"], f"{r['p50_ms']:.2f}{verdict(r, 'p50_ms')}",
+                 f"{r['p99_ms']:.2f}", f"{r['throughput']:,.0f}{verdict(r, 'throughput')}", f"{r['cpu_p50_ms']:.2f}",
+                 f"{r['per_cpu_second']:,.0f}", r["load"]] for r in rows)),
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['items']:,} | {r['engine']} | {r['threads']} | {r['p50_ms']:.2f}{verdict(r, 'p50_ms')} | "
-            f"{r['p99_ms']:.2f} | {r['throughput']:,.0f}{verdict(r, 'throughput')} | {r['cpu_p50_ms']:.2f} | "
-            f"{r['per_cpu_second']:,.0f} | {r['load']} |"
-        )
     parity = [r for r in rows if "bf16_parity" in r]
     for r in parity:
         p = r["bf16_parity"]
@@ -301,25 +260,16 @@ def run_recommend(artifact: Path, log: Path, out: Path, k: int, extra: list[str]
     """`recsys recommend` in a child process: wall time, CPU time and peak RSS of the child."""
     cmd = [sys.executable, "-m", "recsys.cli", "recommend", str(artifact), "--histories", str(log), "--k", str(k),
            "--out", str(out), "--threads", "1", *extra]
-    with open(out.with_suffix(".log"), "w") as log_file:
-        start = time.perf_counter()
-        child = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    text = out.with_suffix(".log").read_text()
-    if child.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{text[-2000:]}")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
-            "summary": text.strip().splitlines()[-1], "command": " ".join(["recsys", *cmd[3:]])}
+    run = run_and_wait(cmd, log=out.with_suffix(".log"), cwd=Path.cwd()).check()
+    return {"wall_s": run.wall_s, "cpu_s": run.cpu_s, "peak_rss_mb": run.peak_rss_mb,
+            "summary": run.tail(1)[0], "command": " ".join(["recsys", *cmd[3:]])}
 
 
 def offline(args: argparse.Namespace, workdir: Path) -> dict:
     """The offline section's measurements (see the module docstring)."""
     from recsys.inference.offline import recommend_file  # noqa: F401  (fail early without pyarrow)
 
-    data_dir = Path(os.environ.get("RECSYS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
-    beauty = beauty_test_histories(data_dir)
+    beauty = beauty_test_histories(data_dir())
     lengths = np.fromiter((len(h) for h in beauty.values()), dtype=np.int64)
     result: dict = {"users": args.offline_users, "items": args.offline_items, "batch_size": args.offline_batch,
                     "mean_history": float(lengths.mean())}
@@ -394,11 +344,11 @@ def offline_markdown(r: dict, started: str, pinning: str) -> str:
         "",
         f"    {run['command']}",
         "",
-        "| users | events | batch | wall s | users/s (wall) | CPU s | users per CPU-s | peak RSS (child) | load avg before -> after |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-        f"| {r['users']:,} | {r['events']:,} | {r['batch_size']} | {run['wall_s']:.0f} | {r['users'] / run['wall_s']:,.0f} "
-        f"| {run['cpu_s']:.0f} | {r['users'] / run['cpu_s']:,.0f} | {run['peak_rss_mb']:,.0f} MB "
-        f"| {r['load_before']} -> {r['load_after']} |",
+        *table(["users", "events", "batch", "wall s", "users/s (wall)", "CPU s", "users per CPU-s", "peak RSS (child)",
+                "load avg before -> after"], "rrrrrrrrl",
+               [[f"{r['users']:,}", f"{r['events']:,}", r["batch_size"], f"{run['wall_s']:.0f}",
+                 f"{r['users'] / run['wall_s']:,.0f}", f"{run['cpu_s']:.0f}", f"{r['users'] / run['cpu_s']:,.0f}",
+                 f"{run['peak_rss_mb']:,.0f} MB", f"{r['load_before']} -> {r['load_after']}"]]),
         "",
         f"Its last line: `{run['summary']}`. Wall time includes start-up, reading and partitioning the log, "
         "sorting each partition, encoding, scoring, and writing the Parquet output. Peak RSS is the child's "

@@ -43,7 +43,6 @@ import hashlib
 import itertools
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -54,14 +53,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("RECSYS_DATA_DIR", str(ROOT.parent / "shared" / "datasets"))  # as the Makefile
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a folder of scripts
+from _common import (  # noqa: E402
+    DATA_DIR, ROOT, child_env, load_average, machine, peak_rss_gb, run_and_wait, table, table_row, write_atomic,
+)
 
-from peers import report  # noqa: E402  (benchmarks/ is a folder of scripts)
+os.environ.setdefault("RECSYS_DATA_DIR", str(DATA_DIR))  # as the Makefile
+
+from peers import report  # noqa: E402
 from peers.common import prepared_from_split, save_prepared, write_peer_files  # noqa: E402
 from peers.run_ours import EpochClock  # noqa: E402
-from serving import load_average, machine  # noqa: E402
 
 from recsys.config import ExperimentConfig  # noqa: E402
 from recsys.eval.metrics import summarise  # noqa: E402
@@ -115,10 +116,6 @@ def defaults_config(name: str, extra: list[str] = ()) -> ExperimentConfig:
     return ExperimentConfig.from_dict(
         {"name": f"{frozen['name']}-defaults", "data": frozen["data"], "eval": frozen["eval"]}
     ).with_overrides([*shape, *extra])
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
 
 
 # ---- gemm ------------------------------------------------------------------------------------
@@ -362,28 +359,22 @@ def run_library(lib: str, command: list[str], folder: Path, args, budget: float)
               flush=True)
     out.unlink(missing_ok=True)  # a record left by an earlier run must not pass for this one's
     stamp.unlink(missing_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-           "PYTHONPATH": str(ROOT) if lib == "ours" else ""}
+    env = child_env(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+                    PYTHONPATH=str(ROOT) if lib == "ours" else "")
     limit = budget * 60 + 1800  # the budget, then the last epoch, its validation and the test
-    t0 = time.perf_counter()
     print(f"   {lib}: {' '.join(command[:2])} ... (log {log})", flush=True)
-    try:
-        with open(log, "w", encoding="utf-8") as handle:
-            code = subprocess.run([*command, "--out", str(out)], cwd=folder, env=env, stdout=handle,
-                                  stderr=subprocess.STDOUT, timeout=limit).returncode
-    except subprocess.TimeoutExpired:
-        code = "timeout"
-    wall = time.perf_counter() - t0
-    if code != 0 or not out.exists():
-        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-20:]
-        error = f"exit {code} after {wall:.0f} s" if code != "timeout" else f"killed after {limit:.0f} s"
+    run = run_and_wait([*command, "--out", str(out)], log=log, env=env, cwd=folder, timeout=limit)
+    if not run.ok or not out.exists():
+        tail = run.tail(20)
+        error = f"exit {run.returncode} after {run.wall_s:.0f} s" if run.returncode is not None else \
+            f"killed after {limit:.0f} s"
         print(f"   {lib} failed ({error}):\n      " + "\n      ".join(tail), flush=True)
         return {"library": lib, "status": "failed", "error": "\n".join([*tail, error])}
     stamp.write_text(wanted, encoding="utf-8")
     record = json.loads(out.read_text(encoding="utf-8"))
     ranks = torch.from_numpy(np.load(ranks_path))
     record["test_ndcg10_harness"] = summarise(ranks, [10])["ndcg@10"]  # recomputed here, from its ranks
-    record["wall_s"] = wall
+    record["wall_s"] = run.wall_s
     return record
 
 
@@ -547,9 +538,9 @@ def markdown(doc: dict) -> str:
     ]
     if "gemm" in r:
         g = r["gemm"]
-        lines += ["## Machine limit: GEMM rate (torch)", "", "| product | dtype | GFLOP/s |", "|---|---|---:|"]
-        lines += [f"| {row['shape']} | {row['dtype']} | {row['gflops']:.1f} |" for row in g["rows"]]
-        lines += [""]
+        lines += ["## Machine limit: GEMM rate (torch)", "",
+                  *table(["product", "dtype", "GFLOP/s"], "llr",
+                         ([row["shape"], row["dtype"], f"{row['gflops']:.1f}"] for row in g["rows"])), ""]
     if "step" in r and "gemm" in r:
         s, peak, peak_bf16 = r["step"], r["gemm"]["peak_fp32"], r["gemm"]["peak_bf16"]
         lines += ["## Training step against the machine", "",
@@ -559,16 +550,15 @@ def markdown(doc: dict) -> str:
                   "of forward, backward and Adam on the same 12 real ML-1M-partial batches. The fast path runs "
                   "fewer FLOPs a step (its groups skip most padding), so its rate and its step time are both "
                   "shown. The fast path's settings: " + ", ".join(f"`{o}`" for o in FAST_PATH) + ".", "",
-                  "| step | logit products, encoder | median step | GFLOP a step | achieved GFLOP/s | of fp32 peak "
-                  "(the bar: >= 50%) | of bf16 peak |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
+                  *table(["step", "logit products, encoder", "median step", "GFLOP a step", "achieved GFLOP/s",
+                          "of fp32 peak (the bar: >= 50%)", "of bf16 peak"], "llrrrrr")]
         for label, row in s.items():
             share = row["gflops"] / peak
             precision = (row.get("logit_precision", "fp32" if row.get("fp32", True) else "bf16") + ", "
                          + row.get("encoder_precision", "fp32"))
-            lines.append(f"| {label} | {precision} | {row['median_step_s'] * 1e3:.0f} ms | "
-                         f"{row['mean_flops_per_step'] / 1e9:.1f} | {row['gflops']:.1f} | "
-                         f"{share:.0%} {'✓' if share >= 0.5 else '✗'} | {row['gflops'] / peak_bf16:.0%} |")
+            lines.append(table_row([label, precision, f"{row['median_step_s'] * 1e3:.0f} ms",
+                                 f"{row['mean_flops_per_step'] / 1e9:.1f}", f"{row['gflops']:.1f}",
+                                 f"{share:.0%} {'✓' if share >= 0.5 else '✗'}", f"{row['gflops'] / peak_bf16:.0%}"]))
         lines += ["", "The peaks are the best of three one-second trials of the square products above. With "
                   "bf16 products (logits, or the encoder under autocast) the step runs part of its FLOPs on the faster "
                   "bf16 units, so its rate is "
@@ -581,43 +571,32 @@ def markdown(doc: dict) -> str:
                   "with every other setting at the library default (issue 18: the fast path and the transition "
                   "mixture head, its counts weighed by EM), and the same without the head. Peak RSS is the "
                   "benchmark process's high-water mark so far.", "",
-                  "| data | preparation | median s / epoch (training) | median validation | epochs | "
-                  "validation NDCG@10 by epoch | test NDCG@10 (after these epochs) | peak RSS |",
-                  "|---|---:|---:|---:|---:|---|---:|---:|"]
-        for name, row in r["epoch"].items():
-            curve = ", ".join(f"{v:.4f}" for v in row["val_ndcg10"])
-            lines.append(f"| {name} | {row['prepare_s']:.1f} s | {row['median_epoch_s']:.1f} s | "
-                         f"{row['median_val_s']:.1f} s | {len(row['epoch_train_s'])} | {curve} | "
-                         f"{row['test_ndcg10']:.4f} | {row['peak_rss_gb']:.2f} GB |")
-        lines += [""]
+                  *table(["data", "preparation", "median s / epoch (training)", "median validation", "epochs",
+                          "validation NDCG@10 by epoch", "test NDCG@10 (after these epochs)", "peak RSS"], "lrrrrlrr",
+                         ([name, f"{row['prepare_s']:.1f} s", f"{row['median_epoch_s']:.1f} s",
+                           f"{row['median_val_s']:.1f} s", len(row["epoch_train_s"]),
+                           ", ".join(f"{v:.4f}" for v in row["val_ndcg10"]), f"{row['test_ndcg10']:.4f}",
+                           f"{row['peak_rss_gb']:.2f} GB"] for name, row in r["epoch"].items())), ""]
     if "eval" in r:
         lines += ["## Full-ranking evaluation, all S3-Rec Beauty users", "",
                   "Test split, 22,363 users x 12,101 items, `eval.exclude_seen` as the frozen config (on): encoder on the newest position "
                   "(`SASRecEncoder.last_state`), every item scored, pessimistic ranks. Random weights (the time "
                   "does not depend on them). Target: all users in at most 2 s.", "",
-                  "| model, evaluation batch size | users | model time | users / s | batch collation (apart) | target |",
-                  "|---|---:|---:|---:|---:|---|"]
-        for label, row in r["eval"].items():
-            mark = "✓" if row["model_s"] <= 2.0 else "✗"
-            lines.append(f"| {label} | {row['users']:,} | {row['model_s']:.2f} s {mark} | {row['users_per_s']:,.0f} | "
-                         f"{row['collate_s']:.2f} s | <= 2 s |")
-        lines += [""]
+                  *table(["model, evaluation batch size", "users", "model time", "users / s", "batch collation (apart)",
+                          "target"], "lrrrrl",
+                         ([label, f"{row['users']:,}",
+                           f"{row['model_s']:.2f} s " + ("✓" if row["model_s"] <= 2.0 else "✗"),
+                           f"{row['users_per_s']:,.0f}", f"{row['collate_s']:.2f} s", "<= 2 s"]
+                          for label, row in r["eval"].items())), ""]
     if "peers" in r:
         lines += markdown_peers(r["peers"])
     else:
         lines += ["## Peers", "",
                   "Not measured in this file (`--sections peers` does). The issue's reference figures, measured on "
                   "this machine on the ML-1M partial with the settings above, quoted as given:", "",
-                  "| library | s / epoch | quality reached | peak RSS |", "|---|---|---|---|"]
-        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in PEER_REFERENCE]
+                  *table(["library", "s / epoch", "quality reached", "peak RSS"], "llll", PEER_REFERENCE)]
     lines += ["", "## Machine", ""] + [f"- **{k}**: {v}" for k, v in info.items()] + [""]
     return "\n".join(lines)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

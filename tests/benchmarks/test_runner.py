@@ -17,6 +17,7 @@ spec = importlib.util.spec_from_file_location("bench_runner", ROOT / "benchmarks
 runner = importlib.util.module_from_spec(spec)
 sys.modules["bench_runner"] = runner
 spec.loader.exec_module(runner)
+common = sys.modules["_common"]  # benchmarks/_common.py, which runner.py imports: children are run there
 
 N_ITEMS = 20
 
@@ -203,21 +204,15 @@ def test_time_epochs_estimate(tmp_path, monkeypatch):
         (done / f"seed{seed}").mkdir(parents=True)
         (done / f"seed{seed}" / "result.json").write_text(json.dumps({"epochs": epochs}))
 
-    class Proc:
-        returncode = 0
-
-    real_run = runner.subprocess.run
-
     def fake_run(command, **kwargs):  # what `recsys fit ... train.max_epochs=1` would leave behind
-        if "--run-dir" not in command:
-            return real_run(command, **kwargs)
+        assert "--run-dir" in command
         run_dir = Path(command[command.index("--run-dir") + 1])
         run_dir.mkdir(parents=True)
         (run_dir / "metrics.json").write_text(json.dumps({"wall_time_s": {"train": 10.0, "total": 12.0},
                                                           "cpu_time_s": {"train": 4.0, "total": 5.0}}))
-        return Proc()
+        return common.Finished(list(command), 0, 12.0, 5.0, 100.0, kwargs.get("log"))
 
-    monkeypatch.setattr(runner.subprocess, "run", fake_run)
+    monkeypatch.setattr(runner, "run_and_wait", fake_run)
     doc = runner.time_epochs(runner.discover(exps), [], results, seeds=3, assume_epochs=50)
     by = {r["dataset"]: r for r in doc["configs"]}
     assert by["tiny"]["epochs_per_run"] == 35 and by["tiny"]["per_seed_s"] == 10 * 35 + 2
@@ -271,18 +266,14 @@ def test_unfinished_runs_are_resumed_restarted_or_left_alone(tmp_path, monkeypat
         shutil.rmtree(partial)
 
     commands = []
-
-    class Proc:
-        returncode = 0
-
     results = tmp_path / "results"
 
     def fake_run(command, **kwargs):  # the finished run directory is all the runner reads back
         commands.append(command)
         cell.run_dir(results).mkdir(parents=True, exist_ok=True)
-        return Proc()
+        return common.Finished(list(command), 0, 1.0, 1.0, 100.0, kwargs.get("log"))
 
-    monkeypatch.setattr(runner.subprocess, "run", fake_run)
+    monkeypatch.setattr(common, "run_and_wait", fake_run)
     monkeypatch.setattr(runner, "build_result", lambda *a: {"ok": True})
     partial = _unfinished(cell, results, {"status": "interrupted"}, overrides=["train.num_threads=1"])
     assert runner.main(["--experiments", str(tmp_path / "experiments"), "--results", str(results), "--datasets", "tiny",
