@@ -91,6 +91,13 @@ LEGACY_VALUES: dict[tuple[str, str], Any] = {
     ("model", "bsarec_alpha"): 0.9,
     ("model", "bsarec_c"): 3,
     ("model", "ligr_ffn_mult"): 4,
+    ("model", "time_gaps"): False,
+    ("model", "action_candidate"): False,
+    ("model", "head_dropout"): 0.0,
+    ("train", "head_weight_decay"): 0.0,
+    ("train", "churn_days"): 0.0,
+    ("train", "churn_loss_weight"): 0.5,
+    ("train", "calibrate"): False,
 }
 
 
@@ -155,6 +162,12 @@ class ModelConfig:
     ``use_positions: false`` drops the positional embedding (the SASRec ablation).
     ``use_actions``: embed the action type of each position when ``data.event_col`` is
     set (off: actions are still predicted by the next-action head, just not read).
+    ``time_gaps`` (real timestamps): each event's action embedding becomes one of
+    (action, bucketed log time since the user's previous event) (``recsys.nn.heads.gap_bucket``),
+    so the encoder reads session structure. ``action_candidate``: a second next-action head
+    that also reads the candidate next event (its item, the user's earlier actions on that
+    item, the bucketed gap before it: ``recsys.nn.heads.CandidateActionHead``).
+    ``head_dropout``: the action, purchase and churn heads' own dropout on the encoder state.
     ``recent_days``: window of the ``recent_popularity`` baseline, in days before the
     last training event (needs real timestamps). ``tied_output``: score items with the
     input item table (SASRec, BERT4Rec); off, a separate output table (the default of
@@ -210,6 +223,9 @@ class ModelConfig:
     dropout: float = 0.2
     use_positions: bool = True
     use_actions: bool = True
+    time_gaps: bool = False
+    action_candidate: bool = False
+    head_dropout: float = 0.0
     recent_days: float = 7.0
     tied_output: bool = True
     dropout_sampler: str = "uniform"
@@ -240,6 +256,13 @@ class TrainConfig:
     rate of ``bert4rec``. With ``data.event_col`` set, ``action_loss_weight`` weights the
     next-action loss and ``purchase_horizon`` > 0 adds a head that predicts a
     ``purchase_event`` within the next k events, weighted by ``purchase_loss_weight``.
+    ``head_weight_decay``: the heads' own weight decay (the encoder keeps ``weight_decay``).
+    ``churn_days`` > 0 adds a churn head, P(no event in the next ``churn_days`` days) from the
+    history and the time elapsed since its last event, trained on snapshots of the training
+    period (``recsys.data.collate``) and weighted by ``churn_loss_weight``. ``calibrate``:
+    after training, each head's logits are divided by a temperature fitted on the
+    validation window's moments (``recsys.data.behaviour``); the temperatures are saved
+    with the weights.
     ``logit_precision``: ``bf16`` runs the (positions x catalogue) products of the ``ce``
     and ``ce_chunked`` losses on bf16 inputs (fp32 accumulation, bf16-rounded products);
     ``ce`` then takes an fp32 softmax, ``ce_chunked`` torch's fused one, computed in fp32
@@ -303,6 +326,10 @@ class TrainConfig:
     purchase_horizon: int = 0
     purchase_event: str = "buy"
     purchase_loss_weight: float = 0.5
+    head_weight_decay: float = 0.0
+    churn_days: float = 0.0
+    churn_loss_weight: float = 0.5
+    calibrate: bool = False
     length_groups: int = 4
     encoder_precision: str = "bf16"
     retain_memory: bool = True
@@ -521,6 +548,13 @@ def _validate(cfg: ExperimentConfig) -> None:
         "train.action_loss_weight and train.purchase_loss_weight must be >= 0",
     )
     need(cfg.train.purchase_horizon >= 0, "train.purchase_horizon must be >= 0 (0 = off)")
+    need(0.0 <= cfg.model.head_dropout < 1.0 and cfg.train.head_weight_decay >= 0 and cfg.train.churn_days >= 0
+         and cfg.train.churn_loss_weight >= 0,
+         "model.head_dropout must be in [0, 1); train.head_weight_decay, churn_days, churn_loss_weight >= 0")
+    need(cfg.data.event_col is not None or not (cfg.model.time_gaps or cfg.model.action_candidate
+                                                or cfg.train.churn_days > 0 or cfg.train.calibrate),
+         "model.time_gaps, model.action_candidate, train.churn_days and train.calibrate need data.event_col "
+         "(the action heads)")
     need(
         cfg.train.purchase_horizon == 0 or cfg.data.event_col is not None,
         "train.purchase_horizon > 0 needs data.event_col (the purchase label is an action type)",
