@@ -15,6 +15,7 @@ import torch
 from recsys.config import ENCODERS, ModelConfig
 from recsys.nn.blocks import BLOCKS, options_from_config
 from recsys.nn.encoder import SASRecEncoder, build_encoder
+from test_encoder import _ragged_batch  # left-padded rows of lengths 8, 1, 5, 0, 3, 7, 2
 
 NAMES = sorted(BLOCKS)
 
@@ -26,17 +27,6 @@ def _encoder(block: str, n_blocks: int = 2, **kw) -> SASRecEncoder:
         for p in enc.parameters():
             p.add_(0.1 * torch.randn_like(p))
     return enc.eval()
-
-
-def _ragged_batch() -> torch.Tensor:
-    """Left-padded rows of lengths 8, 1, 5, 0 (all padding), 3, 7, 2."""
-    torch.manual_seed(5)
-    lengths = [8, 1, 5, 0, 3, 7, 2]
-    x = torch.zeros(len(lengths), 8, dtype=torch.long)
-    for row, n in enumerate(lengths):
-        if n:
-            x[row, 8 - n :] = torch.randint(1, 21, (n,))
-    return x
 
 
 def test_every_causal_model_names_a_block_and_every_block_has_a_model():
