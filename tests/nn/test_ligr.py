@@ -4,7 +4,9 @@ Causality, the one-query path and padding invariance are held in ``test_hstu.py`
 import torch
 import torch.nn.functional as F
 
+from recsys.config import ModelConfig
 from recsys.nn.blocks.ligr import FFN_MULT, LiGRBlock
+from recsys.nn.encoder import build_encoder
 
 
 def _ligr(dim=8):
@@ -38,4 +40,7 @@ def test_swiglu_has_no_biases_and_its_width_is_ffn_mult_times_dim():
     assert [lin.bias for lin in (ffn.w1, ffn.w2, ffn.w3)] == [None, None, None]
     assert ffn.w1.weight.shape == ffn.w3.weight.shape == (FFN_MULT * 8, 8)
     assert LiGRBlock(8, 2, 0.0, ffn_mult=1).ffn.w2.weight.shape == (8, 8)
+    # the config's model.ligr_ffn_mult reaches every block
+    enc = build_encoder(ModelConfig(name="ligr", dim=8, n_heads=2, ligr_ffn_mult=2), 10)
+    assert {block.ffn.w2.weight.shape for block in enc.blocks} == {(8, 16)}
 
