@@ -555,6 +555,8 @@ def _validate(cfg: ExperimentConfig) -> None:
                                                 or cfg.train.churn_days > 0 or cfg.train.calibrate),
          "model.time_gaps, model.action_candidate, train.churn_days and train.calibrate need data.event_col "
          "(the action heads)")
+    need(cfg.train.churn_days == 0 or cfg.data.split == "temporal",
+         "train.churn_days > 0 needs data.split: temporal (churn is trained and evaluated under a time split)")
     need(
         cfg.train.purchase_horizon == 0 or cfg.data.event_col is not None,
         "train.purchase_horizon > 0 needs data.event_col (the purchase label is an action type)",
