@@ -82,3 +82,29 @@ def test_settings_the_config_does_not_read_leave_the_hash_alone():
     assert config_hash(head.with_overrides(["model.transition_em=2"])) != config_hash(head)
     chunked = base.with_overrides(["train.loss=ce_chunked"])
     assert config_hash(chunked.with_overrides(["train.chunk_size=64"])) != config_hash(chunked)
+
+
+def test_block_models_ask_the_spec_not_the_name():
+    """The new causal models get what sasrec gets (the head by default, action tokens) and
+    bert4rec keeps its refusals; BSARec's options are checked; other blocks' options leave
+    the result hash alone."""
+    from recsys.report.results import config_hash
+
+    for name in ("sasrec", "bsarec", "hstu", "ligr"):
+        cfg = ExperimentConfig().with_overrides([f"model.name={name}"])
+        assert cfg.model.transition_lags == 3, name
+        ExperimentConfig().with_overrides([f"model.name={name}", "data.event_col=action"])  # allowed
+    assert ExperimentConfig().with_overrides(["model.name=bert4rec"]).model.transition_lags == 0
+    with pytest.raises(ConfigError, match="causal encoders only"):
+        ExperimentConfig().with_overrides(["model.name=bert4rec", "data.event_col=action"])
+    with pytest.raises(ConfigError, match="needs a causal encoder"):
+        ExperimentConfig().with_overrides(["model.name=bert4rec", "model.transition_lags=2"])
+    with pytest.raises(ConfigError, match="bsarec_alpha"):
+        ExperimentConfig().with_overrides(["model.name=bsarec", "model.bsarec_alpha=1.5"])
+    with pytest.raises(ConfigError, match="bsarec_c"):
+        ExperimentConfig().with_overrides(["model.name=bsarec", "model.max_len=10", "model.bsarec_c=10"])
+    ExperimentConfig().with_overrides(["model.max_len=10", "model.bsarec_c=10"])  # sasrec never reads it
+    sasrec = ExperimentConfig()
+    assert config_hash(sasrec.with_overrides(["model.bsarec_alpha=0.3"])) == config_hash(sasrec)
+    bsarec = sasrec.with_overrides(["model.name=bsarec"])
+    assert config_hash(bsarec.with_overrides(["model.bsarec_alpha=0.3"])) != config_hash(bsarec)
