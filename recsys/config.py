@@ -94,7 +94,7 @@ LEGACY_VALUES: dict[tuple[str, str], Any] = {
     ("model", "time_gaps"): False,
     ("model", "action_candidate"): False,
     ("model", "head_dropout"): 0.0,
-    ("train", "head_weight_decay"): 0.0,
+    ("train", "head_weight_decay"): None,
     ("train", "churn_days"): 0.0,
     ("train", "churn_loss_weight"): 0.5,
     ("train", "calibrate"): False,
@@ -256,7 +256,8 @@ class TrainConfig:
     rate of ``bert4rec``. With ``data.event_col`` set, ``action_loss_weight`` weights the
     next-action loss and ``purchase_horizon`` > 0 adds a head that predicts a
     ``purchase_event`` within the next k events, weighted by ``purchase_loss_weight``.
-    ``head_weight_decay``: the heads' own weight decay (the encoder keeps ``weight_decay``).
+    ``head_weight_decay``: the heads' own weight decay (the encoder keeps ``weight_decay``;
+    unset, the heads take ``weight_decay`` too).
     ``churn_days`` > 0 adds a churn head, P(no event in the next ``churn_days`` days) from the
     history and the time elapsed since its last event, trained on snapshots of the training
     period (``recsys.data.collate``) and weighted by ``churn_loss_weight``. ``calibrate``:
@@ -326,7 +327,7 @@ class TrainConfig:
     purchase_horizon: int = 0
     purchase_event: str = "buy"
     purchase_loss_weight: float = 0.5
-    head_weight_decay: float = 0.0
+    head_weight_decay: float | None = None
     churn_days: float = 0.0
     churn_loss_weight: float = 0.5
     calibrate: bool = False
@@ -548,7 +549,7 @@ def _validate(cfg: ExperimentConfig) -> None:
         "train.action_loss_weight and train.purchase_loss_weight must be >= 0",
     )
     need(cfg.train.purchase_horizon >= 0, "train.purchase_horizon must be >= 0 (0 = off)")
-    need(0.0 <= cfg.model.head_dropout < 1.0 and cfg.train.head_weight_decay >= 0 and cfg.train.churn_days >= 0
+    need(0.0 <= cfg.model.head_dropout < 1.0 and (cfg.train.head_weight_decay or 0.0) >= 0 and cfg.train.churn_days >= 0
          and cfg.train.churn_loss_weight >= 0,
          "model.head_dropout must be in [0, 1); train.head_weight_decay, churn_days, churn_loss_weight >= 0")
     need(cfg.data.event_col is not None or not (cfg.model.time_gaps or cfg.model.action_candidate
