@@ -82,6 +82,7 @@ LEGACY_VALUES: dict[tuple[str, str], Any] = {
     ("model", "tied_output"): True,
     ("model", "dropout_sampler"): "bernoulli",
     ("train", "length_groups"): 1,
+    ("train", "length_bucket"): 1,
     ("train", "encoder_precision"): "fp32",
     ("model", "transition_lags"): 0,
     ("model", "transition_width"): 32,
@@ -275,6 +276,9 @@ class TrainConfig:
     of rows of similar length, each trimmed to its longest row: the same model and loss
     with less compute spent on padding (see
     ``recsys.nn.encoder.SASRecEncoder.grouped_forward``); 1 runs the padded batch whole.
+    ``length_bucket`` rounds each group's width up to a multiple of that many columns: the
+    same outputs, and few enough product shapes that oneDNN's kernel caches keep them all
+    (``recsys.nn.kernels.grouped``); unread with ``length_groups: 1``.
 
     ``accelerator`` (``ACCELERATORS``), ``devices`` (processes per node, one per device) and
     ``num_nodes`` go to the Lightning Trainer; more than one process in all trains with DDP
@@ -332,6 +336,7 @@ class TrainConfig:
     churn_loss_weight: float = 0.5
     calibrate: bool = False
     length_groups: int = 4
+    length_bucket: int = 16
     encoder_precision: str = "bf16"
     retain_memory: bool = True
     trim_memory: bool = True
@@ -543,6 +548,7 @@ def _validate(cfg: ExperimentConfig) -> None:
     need(cfg.train.logit_precision in PRECISIONS, "train.logit_precision must be fp32 or bf16")
     need(cfg.train.encoder_precision in PRECISIONS, "train.encoder_precision must be fp32 or bf16")
     need(cfg.train.length_groups >= 1, "train.length_groups must be >= 1")
+    need(cfg.train.length_bucket >= 1, "train.length_bucket must be >= 1")
     need(0.0 < cfg.train.mask_prob < 1.0, "train.mask_prob must be in (0, 1)")
     need(
         cfg.train.action_loss_weight >= 0 and cfg.train.purchase_loss_weight >= 0,

@@ -82,6 +82,10 @@ def test_settings_the_config_does_not_read_leave_the_hash_alone():
     assert config_hash(head.with_overrides(["model.transition_em=2"])) != config_hash(head)
     chunked = base.with_overrides(["train.loss=ce_chunked"])
     assert config_hash(chunked.with_overrides(["train.chunk_size=64"])) != config_hash(chunked)
+    whole = base.with_overrides(["train.length_groups=1"])
+    assert config_hash(whole.with_overrides(["train.length_bucket=1"])) == config_hash(whole)
+    grouped = base.with_overrides(["train.length_groups=4"])
+    assert config_hash(grouped.with_overrides(["train.length_bucket=1"])) != config_hash(grouped)
 
 
 def test_block_models_ask_the_spec_not_the_name():

@@ -158,17 +158,18 @@ class SASRecEncoder(nn.Module):
 
     def forward(
         self, inputs: torch.Tensor, events: torch.Tensor | None = None, length_groups: int = 1,
-        positions: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None, length_bucket: int = 1,
     ) -> torch.Tensor:
         """inputs: (B, L) token ids; events: (B, L) action ids, needed iff ``n_events > 0``.
         Returns (B, L, D); with ``positions`` ((B, L) bool), only those positions' outputs,
         (N, D) in row-major order, as ``forward(...)[positions]`` (what a loss reads).
 
         ``length_groups`` > 1 runs the rows in that many groups of similar history length,
-        each trimmed to its longest row (``grouped_forward``): the same outputs at every real
-        position, with less work spent on padding."""
+        each trimmed to its longest row rounded up to a multiple of ``length_bucket``
+        (``grouped_forward``): the same outputs at every real position, with less work spent
+        on padding."""
         if length_groups > 1 and inputs.shape[0] > 1:
-            return self.grouped_forward(inputs, events, length_groups, positions)
+            return self.grouped_forward(inputs, events, length_groups, positions, length_bucket)
         x = self._embed(inputs, events)
         mask = self.attention_mask(inputs)
         for block in self.blocks:
@@ -177,14 +178,15 @@ class SASRecEncoder(nn.Module):
         return out if positions is None else out[positions]
 
     def grouped_forward(
-        self, inputs: torch.Tensor, events: torch.Tensor | None, groups: int, positions: torch.Tensor | None = None
+        self, inputs: torch.Tensor, events: torch.Tensor | None, groups: int, positions: torch.Tensor | None = None,
+        bucket: int = 1,
     ) -> torch.Tensor:
         """``forward`` over ``groups`` groups of rows of similar length, each trimmed to its
         longest row; (B, L, D) with zeros at padding positions, or with ``positions`` the
         (N, D) rows of those positions. The same outputs at every real position, and the
         same objective; only the dropout masks are laid out differently
         (``recsys.nn.kernels.grouped``)."""
-        return grouped_forward(self.forward, inputs, events, groups, positions)
+        return grouped_forward(self.forward, inputs, events, groups, positions, bucket)
 
     def last_state(self, inputs: torch.Tensor, events: torch.Tensor | None = None) -> torch.Tensor:
         """(B, D): the newest position's output, ``forward(inputs, events)[:, -1]``, for less work.

@@ -56,7 +56,8 @@ ADDED_FIELDS = LEGACY_VALUES
 def _unread(doc: dict) -> list[tuple[str, str]]:
     """Fields the rest of the config makes unread, so they cannot change a result: the
     transition head's settings without the head, the chunk size of a loss that does not
-    chunk, the options of blocks the model does not use (``model.<block>_*``)."""
+    chunk, the options of blocks the model does not use (``model.<block>_*``), the width
+    bucket of an ungrouped batch."""
     out = []
     spec = ENCODERS.get(doc["model"].get("name"))
     for block in {s.block for s in ENCODERS.values()} - {spec.block if spec else None}:
@@ -65,6 +66,8 @@ def _unread(doc: dict) -> list[tuple[str, str]]:
         out += [("model", k) for k in ("transition_width", "transition_ce_weight", "transition_em")]
     if doc["train"].get("loss") != "ce_chunked":
         out.append(("train", "chunk_size"))
+    if doc["train"].get("length_groups", 1) == 1:
+        out.append(("train", "length_bucket"))
     return out
 
 

@@ -162,7 +162,8 @@ class TrainSettings:
     With action heads, next-action CE is weighted by ``action_loss_weight`` and, if the heads
     have one, purchase-within-k BCE by ``purchase_loss_weight``; ``event_names`` label the
     next-action metrics. ``length_groups`` > 1: each training batch runs through the encoder
-    in that many groups of rows of similar length (``SASRecEncoder.grouped_forward``).
+    in that many groups of rows of similar length (``SASRecEncoder.grouped_forward``), each
+    group's width rounded up to a multiple of ``length_bucket``.
     ``encoder_precision="bf16"``: the encoder's training forward under bf16 autocast.
     """
 
@@ -179,6 +180,7 @@ class TrainSettings:
     purchase_loss_weight: float = 0.5
     event_names: tuple[str, ...] = ()
     length_groups: int = 1
+    length_bucket: int = 1
     encoder_precision: str = "fp32"
 
     def __post_init__(self) -> None:
@@ -188,6 +190,8 @@ class TrainSettings:
             raise ValueError(f"negatives_per must be 'batch' or 'position', got {self.negatives_per!r}")
         if self.length_groups < 1:
             raise ValueError(f"length_groups must be >= 1, got {self.length_groups}")
+        if self.length_bucket < 1:
+            raise ValueError(f"length_bucket must be >= 1, got {self.length_bucket}")
         if self.encoder_precision not in ENCODER_PRECISIONS:
             raise ValueError(
                 f"encoder_precision must be one of {ENCODER_PRECISIONS}, got {self.encoder_precision!r}")
@@ -203,7 +207,8 @@ class TrainSettings:
             loss_options={arg: getattr(t, name) for arg, name in LOSSES[t.loss].options.items()},
             n_negatives=t.n_negatives, negatives_per=t.negatives_per, logq_correction=t.logq_correction,
             action_loss_weight=t.action_loss_weight, purchase_loss_weight=t.purchase_loss_weight,
-            event_names=tuple(event_names), length_groups=t.length_groups, encoder_precision=t.encoder_precision,
+            event_names=tuple(event_names), length_groups=t.length_groups, length_bucket=t.length_bucket,
+            encoder_precision=t.encoder_precision,
         )
 
 
@@ -262,7 +267,8 @@ class SeqRecModule(RankingModule):
             positions = targets != PAD_ID
             targets = targets[positions]  # (N,)
         with self.training_autocast():
-            hidden = self.encoder(batch["inputs"], batch.get("events"), self.settings.length_groups, positions)
+            hidden = self.encoder(batch["inputs"], batch.get("events"), self.settings.length_groups, positions,
+                                  self.settings.length_bucket)
         hidden = hidden.float()  # the losses and heads take fp32 (a no-op without autocast)
         mixture = None
         if self.encoder.transitions is not None:

@@ -203,6 +203,25 @@ def test_length_groups_give_the_same_outputs_at_real_positions(groups, causal):
     assert torch.equal(grouped[~real], torch.zeros_like(grouped[~real]))
 
 
+def test_length_bucket_rounds_each_groups_width_and_keeps_the_outputs():
+    """``length_bucket`` widens each group's window to a multiple of the bucket (at most L),
+    and the encoder then runs exactly those widths, with the same outputs."""
+    from recsys.nn.kernels.grouped import group_by_length
+
+    x = _ragged_batch()  # lengths 8, 1, 5, 0, 3, 7, 2 in width 8
+    assert [w for _, w in group_by_length(x, 3)] == [2, 5, 8]
+    assert [w for _, w in group_by_length(x, 3, bucket=3)] == [3, 6, 8]
+    assert [w for _, w in group_by_length(x, 7, bucket=2)] == [2, 2, 2, 4, 6, 8, 8]
+    enc = _encoder()
+    whole = enc(x)
+    widths, embed = [], enc._embed
+    enc._embed = lambda inputs, events: widths.append(inputs.shape[1]) or embed(inputs, events)
+    bucketed = enc(x, length_groups=3, length_bucket=3)
+    assert widths == [3, 6, 8]
+    real = x != 0
+    assert torch.allclose(bucketed[real], whole[real], atol=1e-5)
+
+
 def test_length_groups_give_the_same_loss_gradient():
     """Through a loss over the real positions, the parameters' gradients agree too."""
     x = _ragged_batch()

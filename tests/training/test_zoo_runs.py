@@ -163,22 +163,37 @@ def _epoch_losses(run: Path) -> list[float]:
     return [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
 
 
-def test_fast_paths_train_the_same_model(log, tmp_path):
+def test_fast_paths_train_the_same_model(log, tmp_path, monkeypatch):
     """``train.length_groups`` and ``ce_chunked`` change only how the step is computed: at
     dropout 0 (nothing random in the step) each epoch's mean training loss, the mean over
     every target position of the epoch, is the plain run's up to float rounding, and so
     are the metrics (three epochs leave them below 1, so they can tell)."""
+    import recsys.nn.kernels.grouped as grouped
+
+    buckets = []  # the bucket each training step grouped with, as fit passed the settings down
+    group_by_length = grouped.group_by_length
+    monkeypatch.setattr(grouped, "group_by_length", lambda x, g, b=1: buckets.append(b) or group_by_length(x, g, b))
     plain_run = fit(_cfg(log, tmp_path), tmp_path / "plain").run_dir
-    fast_run = fit(_cfg(log, tmp_path, train={"length_groups": 3, "loss": "ce_chunked", "chunk_size": 7}),
-                   tmp_path / "fast").run_dir
-    plain, fast = _metrics(plain_run), _metrics(fast_run)
+    assert not buckets
+    fast_run = fit(_cfg(log, tmp_path, train={"length_groups": 3, "length_bucket": 1, "loss": "ce_chunked",
+                                              "chunk_size": 7}), tmp_path / "fast").run_dir
+    # widths rounded up to multiples of 4 columns: more padding, the same model again
+    bucket_cfg = _cfg(log, tmp_path, train={"length_groups": 3, "length_bucket": 4})
+    assert build_module(bucket_cfg, build_datamodule(bucket_cfg)).settings.length_bucket == 4
+    assert buckets and set(buckets) == {1}
+    buckets.clear()
+    bucket_run = fit(bucket_cfg, tmp_path / "bucket").run_dir
+    assert buckets and set(buckets) == {4}
+    plain = _metrics(plain_run)
     assert plain["test"]["ndcg@10"] < 0.95
-    for split in ("valid", "test"):
-        for metric, value in plain[split].items():
-            assert fast[split][metric] == pytest.approx(value, abs=1e-3), (split, metric)
     losses = _epoch_losses(plain_run)
     assert len(losses) == plain["epochs"] and losses[-1] < losses[0]
-    assert _epoch_losses(fast_run) == pytest.approx(losses, rel=1e-4)
+    for run in (fast_run, bucket_run):
+        got = _metrics(run)
+        for split in ("valid", "test"):
+            for metric, value in plain[split].items():
+                assert got[split][metric] == pytest.approx(value, abs=1e-3), (run.name, split, metric)
+        assert _epoch_losses(run) == pytest.approx(losses, rel=1e-4), run.name
     bf16 = _cfg(log, tmp_path, train={"loss": "ce_chunked", "chunk_size": 7, "logit_precision": "bf16"})
     assert build_module(bf16, build_datamodule(bf16)).settings.loss_options == {"chunk_size": 7, "precision": "bf16"}
 
@@ -246,6 +261,7 @@ def test_bf16_encoder_autocast_is_close_to_fp32(log, tmp_path):
 
 @pytest.mark.parametrize("section, key, value, message", [
     ("train", "length_groups", 0, "train.length_groups must be >= 1"),
+    ("train", "length_bucket", 0, "train.length_bucket must be >= 1"),
     ("model", "dropout_sampler", "gauss", "model.dropout_sampler must be one of"),
     ("train", "encoder_precision", "fp16", "train.encoder_precision must be fp32 or bf16"),
 ])
