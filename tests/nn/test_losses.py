@@ -212,6 +212,46 @@ def test_chunked_ce_bounds_the_logit_block(precision):
     assert seen and max(seen) <= 16
 
 
+def test_chunked_bf16_ce_runs_its_products_on_few_row_counts():
+    """The bf16 path pads its last chunk to a multiple of ``ROW_BUCKET`` rows, so every
+    (rows x V) product has one of chunk / ROW_BUCKET row counts, whatever the batch's number
+    of target positions (oneDNN builds a kernel per shape); the padding rows take no share
+    in the loss or the gradients."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from recsys.nn.kernels.softmax_ce import ROW_BUCKET
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func._overloadpacket is torch.ops.aten.mm and out.shape[1] == 100:  # (rows, V) logits
+                seen.append(out.shape[0])
+            return out
+
+    torch.manual_seed(4)
+    weights = torch.randn(100, 8)
+    for n in (3, 45, 64, 101):
+        hidden = torch.randn(n, 1, 8)
+        targets = torch.randint(1, 101, (n, 1))
+        seen = []
+        h, w = hidden.clone().requires_grad_(), weights.clone().requires_grad_()
+        with Record():
+            loss = chunked_ce(h, w, targets, chunk_size=2 * ROW_BUCKET, precision="bf16")
+            loss.backward()
+        assert seen and all(rows % ROW_BUCKET == 0 for rows in seen), (n, seen)
+        # each row on its own (a one-row batch, padded the most): the same loss and gradients
+        rows = []
+        for j in range(n):
+            hj, wj = hidden[j : j + 1].clone().requires_grad_(), weights.clone().requires_grad_()
+            chunked_ce(hj, wj, targets[j : j + 1], precision="bf16").backward()
+            rows.append((hj.grad, wj.grad))
+        losses = [chunked_ce(hidden[j : j + 1], weights, targets[j : j + 1], precision="bf16") for j in range(n)]
+        assert float(loss) == pytest.approx(float(torch.stack(losses).mean()), rel=1e-5)
+        # bf16 gradient products, rounded apart: equal up to a few bf16 roundings
+        for got, ref in ((h.grad, torch.cat([g for g, _ in rows]) / n), (w.grad, sum(g for _, g in rows) / n)):
+            assert (got - ref).norm() / ref.norm() < 4 * 2**-9
+
+
 @pytest.mark.parametrize("shared", [True, False])
 @pytest.mark.parametrize("with_log_q", [True, False])
 def test_sampled_softmax_matches_naive_loop(shared, with_log_q):

@@ -20,6 +20,10 @@ import torch
 # stream the whole matrix through memory once more.
 _ROW_BLOCK = 64
 
+# The last chunk of ``ChunkedSoftmaxCE``'s low-precision path is padded to a multiple of this
+# many rows, so its products take few shapes (see there).
+ROW_BUCKET = 32
+
 
 class SoftmaxCE(torch.autograd.Function):
     """Mean softmax cross-entropy of ``h @ w.T`` against ``t``, with a hand-written backward.
@@ -148,17 +152,28 @@ class ChunkedSoftmaxCE(torch.autograd.Function):
         h_lo, w_lo = h.to(mm_dtype), w.to(mm_dtype)  # (N, D), (V, D): cast once, small
         mixed = mix_base is not None
         with_grad = any(ctx.needs_input_grad[i] for i in (0, 1, 5, 6))
-        grad_h = torch.empty_like(h) if with_grad else None
+        # The last chunk's rows are padded to a multiple of ROW_BUCKET with zero rows (no
+        # share in any gradient; their outputs are cut off below), so its products take one
+        # of chunk / ROW_BUCKET shapes: low-precision products run through oneDNN, which
+        # builds a kernel per shape, and a new shape every step filled its caches.
+        n_pad = -(-n // ROW_BUCKET) * ROW_BUCKET
+        if n_pad != n:
+            h_lo = torch.cat([h_lo, h_lo.new_zeros(n_pad - n, h_lo.shape[1])])
+            t = torch.cat([t, t.new_zeros(n_pad - n)])
+            if mixed:
+                mix_base = torch.cat([mix_base, mix_base.new_ones(n_pad - n)])
+                mix_rest = torch.cat([mix_rest, mix_rest.new_ones(n_pad - n)])
+        grad_h = h.new_empty(n_pad, h.shape[1]) if with_grad else None
         grad_w = torch.zeros_like(w) if with_grad else None
         # One buffer serves every chunk's logits, then (in place) its probabilities, then its
         # gradient: it stays in cache from one product to the next, where a fresh tensor per
         # step would be written to memory and read back.
-        buf = h_lo.new_empty(min(chunk, n), w.shape[0])
+        buf = h_lo.new_empty(min(chunk, n_pad), w.shape[0])
         gw = h_lo.new_empty(w.shape) if with_grad else None
-        p_t = h_lo.new_empty(n)  # each row's target probability, as rounded
-        rest = h_lo.new_empty(n)  # and the sum of its other probabilities
+        p_t = h_lo.new_empty(n_pad)  # each row's target probability, as rounded
+        rest = h_lo.new_empty(n_pad)  # and the sum of its other probabilities
         arange = torch.arange(buf.shape[0], device=h.device)
-        for i in range(0, n, chunk):
+        for i in range(0, n_pad, chunk):
             rows, tc = slice(i, i + chunk), t[i : i + chunk]
             p, at = buf[: tc.shape[0]], arange[: tc.shape[0]]
             torch.mm(h_lo[rows], w_lo.T, out=p)  # (chunk, V) logits, rounded to mm_dtype
@@ -186,8 +201,12 @@ class ChunkedSoftmaxCE(torch.autograd.Function):
                     grad_w += torch.mm(p.T, h_lo[rows], out=gw)
         if with_grad:
             grad_w.div_(n)
+            grad_h = grad_h[:n]
+        h_lo, t = h_lo[:n], t[:n]
+        if mixed:
+            mix_base, mix_rest = mix_base[:n], mix_rest[:n]
         # each row's loss, all rows at once: -log p_t, or -log(1 - rest) above 1/2
-        p_t, rest = p_t.to(h.dtype), rest.to(h.dtype)
+        p_t, rest = p_t[:n].to(h.dtype), rest[:n].to(h.dtype)
         loss_rows = torch.where(p_t < 0.5, p_t.log().neg(), rest.neg().log1p_().neg_())
         lost = p_t == 0  # underflowed (a logit gap beyond ~90): the exact value instead
         if lost.any():  # rare: their logits again, from the same rounded inputs
