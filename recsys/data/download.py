@@ -1,10 +1,11 @@
 """Download registry: where each known dataset file comes from and how to check it.
 
 A key is the file's path relative to the data root ($RECSYS_DATA_DIR), as
-``events.resolve_path`` looks it up. Files are fetched only when absent, with urllib
-only, verified against a pinned sha256 of the bytes fetched, and moved into place
-atomically (temp file in the same folder, then rename), so an interrupted or corrupt
-download never leaves a file that looks complete.
+``events.resolve_path`` looks it up. Files are fetched only when absent, by ``pooch``
+(``pooch.retrieve``: a progress bar on a terminal, the bytes verified against the pinned
+sha256 before they are moved into place from a temporary file in the same folder; an
+archive's member extracted by ``pooch.Unzip``), so an interrupted or corrupt download never
+leaves a file that looks complete.
 
 Upstream files are plain text; the shared copies under /work/shared/datasets are the same
 bytes gzipped. A download is saved under the plain name (``Beauty.txt``) and
@@ -13,15 +14,17 @@ bytes gzipped. A download is saved under the plain name (``Beauty.txt``) and
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import pooch
 
 from recsys.errors import DatasetNotFoundError
 
@@ -93,18 +96,16 @@ REGISTRY: dict[str, Remote] = {
 
 
 def fetch(url: str, dest: Path) -> None:
-    """Stream url into dest. The one network call; tests replace it or use file:// URLs."""
-    request = urllib.request.Request(url, headers={"User-Agent": "recsys-data/1"})
-    with urllib.request.urlopen(request, timeout=60) as response, open(dest, "wb") as out:
-        shutil.copyfileobj(response, out, length=1 << 20)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """Stream url into dest: the one network call (pooch's HTTP downloader, with a progress
+    bar when stderr is a terminal). ``file://`` URLs are copied with urllib: tests use them,
+    or replace this function, and never reach the network."""
+    if url.startswith("file:"):
+        with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as out:
+            shutil.copyfileobj(response, out, length=1 << 20)
+        return
+    downloader = pooch.HTTPDownloader(progressbar=sys.stderr.isatty(), timeout=60,
+                                      headers={"User-Agent": "recsys-data/1"})
+    downloader(url, str(dest), None)
 
 
 def download(key: str, root: Path) -> Path:
@@ -117,40 +118,25 @@ def download(key: str, root: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     if remote.terms:
         log.warning("downloading %s from %s. %s", key, remote.url, remote.terms)
-    # Temp files live next to the target so the final rename is atomic (same filesystem).
-    fetched = _temp_path(target, ".part")
-    extracted = _temp_path(target, ".extract")
-    try:
+    # Everything is fetched into a temporary folder beside the target, so the final rename
+    # is atomic (same filesystem) and an archive is not kept.
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
+        unzip = None if remote.member is None else pooch.Unzip(members=[remote.member], extract_dir=tmp)
         try:
-            fetch(remote.url, fetched)
-        except OSError as exc:  # URLError and HTTPError are OSErrors
-            raise DatasetNotFoundError(f"{target}: download from {remote.url} failed: {exc}") from exc
-        actual = sha256_of(fetched)
-        if actual != remote.sha256:
+            fetched = pooch.retrieve(remote.url, known_hash=f"sha256:{remote.sha256}", fname="download",
+                                     path=tmp, processor=unzip,
+                                     downloader=lambda url, output, _pooch: fetch(url, Path(output)))
+        except ValueError as exc:  # pooch: the bytes' hash is not the pinned one
             raise DatasetNotFoundError(
-                f"{target}: sha256 mismatch for {remote.url}: expected {remote.sha256}, "
-                f"got {actual}; the download was discarded"
-            )
-        if remote.member is None:
-            os.replace(fetched, target)
-        else:
-            _extract(fetched, remote.member, extracted, remote.url)
-            os.replace(extracted, target)
-    finally:
-        for temp in (fetched, extracted):
-            temp.unlink(missing_ok=True)
+                f"{target}: sha256 mismatch for {remote.url}: expected {remote.sha256}; the download was "
+                f"discarded ({exc})"
+            ) from exc
+        except OSError as exc:  # URLError, HTTPError and requests' errors are OSErrors
+            raise DatasetNotFoundError(f"{target}: download from {remote.url} failed: {exc}") from exc
+        except zipfile.BadZipFile as exc:
+            raise DatasetNotFoundError(f"{remote.url}: cannot extract {remote.member!r}: {exc}") from exc
+        source = Path(fetched) if remote.member is None else Path(tmp) / remote.member
+        if not source.is_file():
+            raise DatasetNotFoundError(f"{remote.url}: cannot extract {remote.member!r}: not in the archive")
+        os.replace(source, target)
     return target
-
-
-def _temp_path(target: Path, suffix: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-    os.close(fd)
-    return Path(name)
-
-
-def _extract(archive: Path, member: str, dest: Path, url: str) -> None:
-    try:
-        with zipfile.ZipFile(archive) as zf, zf.open(member) as src, open(dest, "wb") as out:
-            shutil.copyfileobj(src, out, length=1 << 20)
-    except (zipfile.BadZipFile, KeyError) as exc:
-        raise DatasetNotFoundError(f"{url}: cannot extract {member!r}: {exc}") from exc

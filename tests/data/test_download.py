@@ -1,5 +1,6 @@
 """recsys.data.download: verified, atomic, only-when-absent downloads. Never the network:
-every test uses file:// URLs or a replaced fetch, and urlopen refuses anything else."""
+every test uses file:// URLs or a replaced fetch; urlopen refuses anything else, and so
+does requests (pooch's HTTP downloader)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import requests
 
 from recsys.config import DataConfig
 from recsys.data import download
@@ -35,6 +37,11 @@ def no_network(monkeypatch):
         return real_urlopen(request, *args, **kwargs)
 
     monkeypatch.setattr(urllib.request, "urlopen", local_only)
+
+    def no_request(self, method, url, *args, **kwargs):
+        raise AssertionError(f"test tried to reach the network: {url}")
+
+    monkeypatch.setattr(requests.Session, "request", no_request)
 
 
 def sha(data: bytes) -> str:
@@ -121,6 +128,21 @@ def test_zip_member_extracted_and_archive_checked(tmp_path, monkeypatch):
     with pytest.raises(DatasetNotFoundError, match="absent.dat"):
         download.download("ml/absent.dat", root)
     assert sorted(os.listdir(root / "ml")) == ["ratings.dat"]
+
+
+def test_https_goes_through_poochs_downloader_with_our_user_agent(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_call(self, url, output_file, pooch):
+        calls.append((url, self.kwargs["headers"]["User-Agent"]))
+        Path(output_file).write_bytes(CONTENT)
+
+    monkeypatch.setattr(download.pooch.HTTPDownloader, "__call__", fake_call)
+    register(monkeypatch, "demo/x.txt", download.Remote("https://example.invalid/x.txt", sha(CONTENT)))
+    root = tmp_path / "data"
+    assert download.download("demo/x.txt", root).read_bytes() == CONTENT
+    assert calls == [("https://example.invalid/x.txt", "recsys-data/1")]
+    assert sorted(os.listdir(root / "demo")) == ["x.txt"]
 
 
 def test_resolve_path_downloads_plain_name_for_gz_request(tmp_path, monkeypatch):
