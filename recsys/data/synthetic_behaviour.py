@@ -70,9 +70,9 @@ def _sigmoid(x):
 
 @dataclass(frozen=True)
 class BehaviourParams:
-    """The generator's parameters. The defaults give Taobao-like rates: 88% views, 5% carts,
-    3% favs, 3% buys (Taobao sample: 90 / 5 / 3 / 2); median gap 50 s, 90% under 2.6 h
-    (Taobao: 75 s, 3.4 h); 85 events per user on average over a lifetime of days."""
+    """The generator's parameters. The defaults give Taobao-like rates: 90% views, 4% carts,
+    2.5% favs, 3.5% buys (Taobao sample: 90 / 5.3 / 2.8 / 2.1), gaps of about a minute inside
+    sessions and hours between them, 60 events per user on average over a lifetime of days."""
 
     n_users: int = 3000
     n_items: int = 500
@@ -80,18 +80,18 @@ class BehaviourParams:
     zipf: float = 0.6
     arrival_days: float = 20.0
     # theta[c]: action logits (buy, cart, fav, pv) of a browse event on an item of class c
-    theta: tuple = ((-4.0, -2.6, -3.5, 0.0), (-5.5, -2.1, -2.6, 0.0), (-7.0, -4.5, -4.5, 0.0))
+    theta: tuple = ((-4.5, -3.0, -3.8, 0.0), (-6.0, -2.5, -2.9, 0.0), (-7.5, -5.0, -5.0, 0.0))
     # phi[a]: added after last action a (buy, cart, fav, pv, none)
-    phi: tuple = ((-1.0, -0.5, 0.0, 0.0), (0.3, 0.8, 0.0, 0.0), (0.0, 0.3, 0.8, 0.0), (0.0,) * 4, (0.0,) * 4)
+    phi: tuple = ((-1.0, -0.5, 0.0, 0.0), (1.0, 1.5, 0.0, 0.0), (0.0, 0.5, 1.5, 0.0), (0.0,) * 4, (0.0,) * 4)
     # psi[g]: added after a short / long gap
-    psi: tuple = ((0.0, 0.0, 0.0, 0.0), (0.5, -0.3, 0.0, 0.0))
-    buy_pending: tuple = (0.02, 0.15)  # P(buy a pending cart) after a short / long gap
+    psi: tuple = ((0.0, 0.0, 0.0, 0.0), (1.0, -0.5, 0.3, 0.0))
+    buy_pending: tuple = (0.05, 0.45)  # P(buy a pending cart) after a short / long gap
     max_pending: int = 3
     cont_bias: float = 2.4
     cont_action: tuple = (-1.0, 0.5, 0.0, 0.0, 0.0)  # by last action (buy, cart, fav, pv, none)
     cont_decay: float = 0.08
-    quit_bias: float = -1.2
-    quit_decay: float = 0.2
+    quit_bias: float = -0.3
+    quit_decay: float = 0.35
     n_cap: int = 40
     short_mean_s: float = 60.0
     session_gap_s: float = 1800.0
@@ -344,3 +344,32 @@ def item_indices(item_names, tokens: np.ndarray) -> np.ndarray:
     """Raw item index (``i<k>`` -> k) of token ids."""
     index = np.array([int(str(name)[1:]) for name in item_names], dtype=np.int64)
     return index[np.asarray(tokens) - 1]
+
+
+def oracle_predictions(world: PlantedBehaviour, seqs, item_names, action_names, lo: int, hi: int,
+                       horizon: int, churn_s: float) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The optimum on the protocol's window ``(lo, hi]`` (``recsys.data.behaviour``): task ->
+    (probabilities, targets or labels, users), on exactly the moments and snapshots every
+    predictor of the behaviour report is scored on. Next-action probabilities are columns
+    in ``action_names`` order (the log's action ids), targets 0-based."""
+    from recsys.data.behaviour import churn_snapshots, tail_moments
+    from recsys.types import NO_LABEL, PAD_ID
+
+    oracle = oracle_for(world, seqs, item_names, action_names)
+    to_ids = np.array([ACTIONS.index(name) for name in action_names])  # column of each action id
+    buy = list(action_names).index("buy") + 1
+    m = tail_moments(seqs, lo, hi, buy, horizon)
+    keep = m.next_action != PAD_ID
+    target, users = m.next_action[keep] - 1, m.user[keep]
+    out = {
+        "next_action": (oracle.next_action(m.pos[keep])[:, to_ids], target, users),
+        "next_action_given": (oracle.next_action_given(
+            m.pos[keep], item_indices(item_names, m.next_item[keep]), m.next_gap[keep])[:, to_ids], target, users),
+    }
+    if horizon > 0:
+        has = m.purchase != NO_LABEL
+        out["purchase"] = (oracle.purchase(m.pos[has], horizon), m.purchase[has], m.user[has])
+    if churn_s > 0:
+        s = churn_snapshots(seqs, lo, hi, churn_s)
+        out["churn"] = (oracle.churn(s.pos, s.elapsed, churn_s), s.label, s.user)
+    return out
