@@ -533,7 +533,7 @@ def markdown(doc: dict) -> str:
         "Settings (issue 6): SASRec, max length 200, 2 blocks, d 64, 1 head, dropout 0.2, batch 128, "
         "Adam lr 1e-3, full softmax cross-entropy at every position, fp32 unless a row says bf16. Ours runs them "
         "on its fast path (" + ", ".join(f"`{o}`" for o in FAST_PATH) + "): the same model, loss and batches, "
-        "computed with less work (README, \"Faster training, same model\"); the tables also show the plain path.",
+        "computed with less work (docs/fast-path.md); the tables also show the plain path.",
         "",
     ]
     if "gemm" in r:

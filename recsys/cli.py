@@ -1,8 +1,18 @@
-"""Command line: ``recsys fit --config FILE [key=value ...]`` (or ``--resume RUN_DIR``),
-``recsys evaluate RUN_DIR``, ``recsys export RUN_DIR --out DIR``, ``recsys recommend ARTIFACT
---histories FILE --k N --out FILE``, ``recsys serve ARTIFACT``,
-``recsys leaderboard`` and ``recsys tune --config FILE --space FILE``; ``recsys CMD --help``
-for each."""
+"""Command line, one subcommand per task (``recsys CMD --help`` for each):
+
+- ``recsys fit --config FILE [key=value ...]`` (or ``--resume RUN_DIR``): train and evaluate
+  one config into a run directory;
+- ``recsys evaluate RUN_DIR``: recompute a finished run's metrics from its checkpoint;
+- ``recsys export RUN_DIR --out DIR [--onnx]``: write a serving artifact;
+- ``recsys recommend ARTIFACT --histories FILE --k N --out FILE``: offline top-k for every
+  user of an event log (the ``serve`` extra);
+- ``recsys serve ARTIFACT``: the HTTP service (the ``serve`` extra);
+- ``recsys leaderboard``: render benchmarks/LEADERBOARD.md and its plot from benchmark results;
+- ``recsys tune --config FILE --space FILE``: an Optuna study; the best trial as a config
+  (the ``tune`` extra).
+
+``fit``, ``evaluate``, ``export`` and ``leaderboard`` need the ``train`` extra.
+"""
 
 from __future__ import annotations
 

@@ -212,7 +212,7 @@ def test_bert4rec_is_evaluated_at_an_appended_mask(planted, tmp_path):
 
 
 def test_temporal_run_is_labelled_and_ranks_each_users_first_event_after_the_cut(planted, tmp_path):
-    """README's protocol: the test cut is the 0.9 quantile of all event times (an event's
+    """docs/protocol.md: the test cut is the 0.9 quantile of all event times (an event's
     own time, 'lower'), the target the user's first event after it, the input the user's
     whole history up to it; validation the same at the 0.8 quantile, for users whose target
     is not after the test cut. metrics.json names the split."""

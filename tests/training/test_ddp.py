@@ -2,8 +2,8 @@
 
 One DDP run (`python -m recsys.cli fit ... train.devices=2`, a real subprocess: Lightning's
 launcher re-runs the command line for rank 1, which an in-process pytest cannot host)
-is compared with the same config trained in one process. Tolerances, documented in the
-README ("Multi-process, multi-GPU and multi-node training"):
+is compared with the same config trained in one process. Tolerances, documented in
+docs/multi-process.md:
 
 - evaluation of fixed weights: identical metrics and per-user ranks, every user once;
 - training: validation NDCG@10 within ``NDCG_TOL`` and every weight within ``WEIGHT_TOL``.
