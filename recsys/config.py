@@ -61,7 +61,9 @@ DROPOUT_SAMPLERS = ("bernoulli", "uniform")
 PRECISIONS = ("fp32", "bf16")
 # Validation metrics of the next-action head that eval.monitor may name instead of a ranking
 # metric (logs with data.event_col), with the direction that is better.
-ACTION_MONITORS = {"action_nll": "min", "action_accuracy": "max", "action_macro_f1": "max"}
+# ``behaviour_nll`` (temporal splits): the heads' summed log-loss on every moment of the
+# validation window (recsys.training.behaviour.BehaviourMonitor), not only each user's first.
+ACTION_MONITORS = {"action_nll": "min", "action_accuracy": "max", "action_macro_f1": "max", "behaviour_nll": "min"}
 # Lightning accelerators train.accelerator may name ("auto": a GPU when there is one).
 ACCELERATORS = ("cpu", "gpu", "auto")
 # Experiment trackers train.logger may name (recsys.training.loggers): each writes beside the
@@ -562,6 +564,8 @@ def _validate(cfg: ExperimentConfig) -> None:
                                                 or cfg.train.churn_days > 0 or cfg.train.calibrate),
          "model.time_gaps, model.action_candidate, train.churn_days and train.calibrate need data.event_col "
          "(the action heads)")
+    need(cfg.eval.monitor != "behaviour_nll" or cfg.data.split == "temporal",
+         "eval.monitor: behaviour_nll needs data.split: temporal (the validation window's moments)")
     need(cfg.train.churn_days == 0 or cfg.data.split == "temporal",
          "train.churn_days > 0 needs data.split: temporal (churn is trained and evaluated under a time split)")
     need(
