@@ -38,6 +38,10 @@ class Batch(TypedDict):
     events: NotRequired[torch.Tensor]  # (B, L) int64 action of each input position
     next_events: NotRequired[torch.Tensor]  # (B, L) int64 action of the next event, 0 = none
     purchase: NotRequired[torch.Tensor]  # (B, L) float32 1/0 purchase within the horizon, NO_LABEL = none
+    gaps: NotRequired[torch.Tensor]  # (B, L) float32 seconds since the user's previous event, nan = none
+    next_gaps: NotRequired[torch.Tensor]  # (B, L) float32 seconds from each input to the next event, nan = none
+    churn_elapsed: NotRequired[torch.Tensor]  # (B, L) float32 seconds from each input to its churn snapshot
+    churn_label: NotRequired[torch.Tensor]  # (B, L) float32 1/0 no event in the T days after it, NO_LABEL = none
 
 
 class EvalBatch(TypedDict):
@@ -51,6 +55,7 @@ class EvalBatch(TypedDict):
     events: NotRequired[torch.Tensor]  # (B, L) int64 action of each input position
     next_events: NotRequired[torch.Tensor]  # (B,) int64 action of the held-out event
     purchase: NotRequired[torch.Tensor]  # (B,) float32 purchase within the horizon from the target on
+    gaps: NotRequired[torch.Tensor]  # (B, L) float32 seconds since the user's previous event, nan = none
 
 
 class RankingOutput(TypedDict):

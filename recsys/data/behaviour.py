@@ -24,8 +24,9 @@ In a window ``(lo, hi]`` (``tail_moments``):
   (fewer than ``k`` events before ``hi`` and no purchase among them) the label is
   censored and the moment is not scored for purchases (``NO_LABEL``);
 - **churn** (``churn_snapshots``): at snapshot times ``s = lo + m * step`` (``m = 0, 1, ...``,
-  ``step`` = ``SNAPSHOT_STEP_S``) with ``s + T <= hi``, every user with an event at or
-  before ``s``: inputs are the user's events ``<= s`` and the time elapsed since the last
+  ``step`` = ``SNAPSHOT_STEP_S``) with ``s + T <= hi``, every **active** user, one with an
+  event in ``(s - ACTIVE_S, s]`` (three days: who is asked about is a customer, not one long
+  gone): inputs are the user's events ``<= s`` and the time elapsed since the last
   of them, ``s - t_last``; the label is 1 if the user has **no event in ``(s, s + T]``**.
   Snapshots ``step`` apart overlap when ``T > step``; users are the unit of the bootstrap,
   so the overlap widens the intervals instead of hiding.
@@ -45,6 +46,8 @@ from recsys.types import NO_LABEL, PAD_ID
 
 #: Spacing of churn snapshots inside a window (6 hours).
 SNAPSHOT_STEP_S = 6 * 3600
+#: A user is asked about at a churn snapshot if their last event is this recent (three days).
+ACTIVE_S = 3 * 86400
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,7 @@ def snapshot_times(lo: int, hi: int, horizon_s: float, step_s: int = SNAPSHOT_ST
 
 
 def churn_snapshots(
-    seqs: Sequences, lo: int, hi: int, horizon_s: float, step_s: int = SNAPSHOT_STEP_S
+    seqs: Sequences, lo: int, hi: int, horizon_s: float, step_s: int = SNAPSHOT_STEP_S, active_s: float = ACTIVE_S
 ) -> Snapshots:
     """Churn snapshots of the window ``(lo, hi]`` with ``T = horizon_s`` seconds (module
     docstring): label 1 when the user has no event in ``(s, s + T]``."""
@@ -160,6 +163,8 @@ def churn_snapshots(
         n_through = np.bincount(user, weights=ts <= s + horizon_s, minlength=seqs.n_users).astype(np.int64)
         active = np.flatnonzero(n_before > 0)
         last = starts[active] + n_before[active] - 1
+        recent = ts[last] > s - active_s
+        active, last = active[recent], last[recent]
         rows.append((last, active, np.full(len(active), s, dtype=np.int64), (n_through == n_before)[active]))
     if not rows:
         empty = np.zeros(0, dtype=np.int64)

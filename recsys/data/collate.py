@@ -28,22 +28,64 @@ class EventTracks:
     ``purchase_cum[b] - purchase_cum[a]`` counts purchases in ``items[a:b]``;
     ``seq_end[p]`` is one past the last event of the user that event ``p`` belongs to.
     ``horizon``: k of "a purchase within the next k events"; 0 = no purchase labels.
+    ``gaps`` (logs with timestamps): seconds since the user's previous event (nan: none).
+    ``churn_elapsed`` / ``churn_label`` (``churn_snapshot_labels``): each training event's
+    churn snapshot; with them, training windows end at the last training event (an input
+    with no next-event target) so that a user's last event is a churn example too.
     """
 
     events: np.ndarray  # (N,) int64 action ids 1..E
     seq_end: np.ndarray  # (N,) int64
     purchase_cum: np.ndarray | None = None  # (N + 1,) int64
     horizon: int = 0
+    gaps: np.ndarray | None = None  # (N,) float32
+    churn_elapsed: np.ndarray | None = None  # (N,) float32
+    churn_label: np.ndarray | None = None  # (N,) float32, NO_LABEL = none
 
     @classmethod
-    def build(cls, events: np.ndarray, offsets: np.ndarray, purchase_id: int | None, horizon: int) -> EventTracks:
+    def build(cls, events: np.ndarray, offsets: np.ndarray, purchase_id: int | None, horizon: int,
+              gaps: np.ndarray | None = None, churn: tuple[np.ndarray, np.ndarray] | None = None) -> EventTracks:
         seq_end = np.repeat(offsets[1:], np.diff(offsets)).astype(np.int64)
         cum = None
         if horizon > 0:
             if purchase_id is None:
                 raise ValueError("purchase labels need the purchase action id")
             cum = np.concatenate([[0], np.cumsum(events == purchase_id)]).astype(np.int64)
-        return cls(events.astype(np.int64), seq_end, cum, horizon)
+        churn_elapsed, churn_label = churn if churn is not None else (None, None)
+        return cls(events.astype(np.int64), seq_end, cum, horizon,
+                   None if gaps is None else gaps.astype(np.float32), churn_elapsed, churn_label)
+
+
+def churn_snapshot_labels(
+    timestamps: np.ndarray, held: HeldOut, visible_until: int, horizon_s: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One churn snapshot per training event: ``(elapsed, label)`` arrays (N,).
+
+    Event ``p`` of user ``u``'s training events ``[start, end]`` gets a snapshot time ``s``
+    drawn uniformly (seeded) while the user is quiet after it: in ``[t_p, t_{p+1})``, or for
+    the last training event in ``[t_p, visible_until - T]`` (none when that is empty). Its
+    label is 1 when no event follows in ``(s, s + T]``, which the training events answer
+    without reading past ``visible_until`` (the validation cut). ``elapsed = s - t_p``,
+    what the churn head reads beside the state at ``p``. Other events: ``NO_LABEL``."""
+    ts = timestamps.astype(np.float64)
+    n = len(ts)
+    elapsed = np.zeros(n, dtype=np.float32)
+    label = np.full(n, NO_LABEL, dtype=np.float32)
+    u = np.random.default_rng(seed).random(n)
+    lengths = held.end - held.start + 1
+    before = np.cumsum(lengths) - lengths  # events of the earlier users
+    pos = np.arange(lengths.sum()) + np.repeat(held.start - before, lengths)  # every training event
+    is_last = np.zeros(n, dtype=bool)
+    is_last[held.end] = True
+    inner = pos[~is_last[pos]]
+    s = ts[inner] + u[inner] * (ts[inner + 1] - ts[inner])
+    elapsed[inner] = s - ts[inner]
+    label[inner] = ts[inner + 1] > s + horizon_s
+    last = held.end[ts[held.end] <= visible_until - horizon_s]
+    s = ts[last] + u[last] * (visible_until - horizon_s - ts[last])
+    elapsed[last] = s - ts[last]
+    label[last] = 1.0
+    return elapsed, label
 
 
 def gather_windows(items: np.ndarray, start: np.ndarray, end: np.ndarray, width: int) -> np.ndarray:
@@ -91,6 +133,8 @@ def collate_train(
     action and the next action; purchase labels never look past the final target.
     """
     start, stop = held.start[rows], held.end[rows] + 1
+    if tracks is not None and tracks.churn_label is not None:
+        return _collate_train_through_last(items, start, stop, max_len, tracks)
     window = gather_windows(items, start, stop, max_len + 1)  # (B, L+1)
     inputs = window[:, :-1]
     targets = np.where(inputs == PAD_ID, PAD_ID, window[:, 1:])
@@ -103,6 +147,39 @@ def collate_train(
             pos, real = _window_positions(start, stop, max_len + 1)
             labels = _purchase_labels(tracks, pos[:, :-1], real[:, :-1], stop)
             batch["purchase"] = torch.from_numpy(np.ascontiguousarray(labels))
+        if tracks.gaps is not None:
+            g = gather_float_windows(tracks.gaps, start, stop, max_len + 1)
+            batch["gaps"] = torch.from_numpy(np.ascontiguousarray(g[:, :-1]))
+            batch["next_gaps"] = torch.from_numpy(np.where(inputs == PAD_ID, np.nan, g[:, 1:]).astype(np.float32))
+    return batch
+
+
+def gather_float_windows(values: np.ndarray, start: np.ndarray, end: np.ndarray, width: int) -> np.ndarray:
+    """``gather_windows`` for a float per-event array: (B, L) float32, nan in padding."""
+    idx, real = _window_positions(start, end, width)
+    return np.where(real, values[np.clip(idx, 0, max(len(values) - 1, 0))], np.nan).astype(np.float32)
+
+
+def _collate_train_through_last(items, start, stop, max_len, tracks: EventTracks) -> Batch:
+    """Training rows whose inputs end at the last training event (with churn labels): the
+    last ``max_len`` events are inputs, each with the next event as its target, except the
+    last input, which has none (its churn snapshot is its only label)."""
+    idx, real = _window_positions(start, stop, max_len)  # (B, L) positions of the inputs
+    safe = np.clip(idx, 0, len(items) - 1)
+    has_next = real & (idx + 1 < stop[:, None])
+    nxt = np.clip(idx + 1, 0, len(items) - 1)
+    inputs = np.where(real, items[safe], PAD_ID).astype(np.int64)
+    batch = Batch(inputs=torch.from_numpy(inputs),
+                  targets=torch.from_numpy(np.where(has_next, items[nxt], PAD_ID).astype(np.int64)))
+    batch["events"] = torch.from_numpy(np.where(real, tracks.events[safe], PAD_ID).astype(np.int64))
+    batch["next_events"] = torch.from_numpy(np.where(has_next, tracks.events[nxt], PAD_ID).astype(np.int64))
+    if tracks.horizon > 0:
+        batch["purchase"] = torch.from_numpy(_purchase_labels(tracks, idx, real, stop))
+    if tracks.gaps is not None:
+        batch["gaps"] = torch.from_numpy(np.where(real, tracks.gaps[safe], np.nan).astype(np.float32))
+        batch["next_gaps"] = torch.from_numpy(np.where(has_next, tracks.gaps[nxt], np.nan).astype(np.float32))
+    batch["churn_elapsed"] = torch.from_numpy(np.where(real, tracks.churn_elapsed[safe], 0.0).astype(np.float32))
+    batch["churn_label"] = torch.from_numpy(np.where(real, tracks.churn_label[safe], NO_LABEL).astype(np.float32))
     return batch
 
 
@@ -182,6 +259,8 @@ def collate_eval(
                 stop = np.minimum(stop, end + 1)
             bought = tracks.purchase_cum[stop] - tracks.purchase_cum[end] > 0
             batch["purchase"] = torch.from_numpy(bought.astype(np.float32))
+        if tracks.gaps is not None and mask_token is None:
+            batch["gaps"] = torch.from_numpy(gather_float_windows(tracks.gaps, start, end, width))
     return batch
 
 

@@ -22,10 +22,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from recsys.config import DataConfig
-from recsys.data.collate import EventTracks, collate_cloze, collate_eval, collate_train
+from recsys.data.behaviour import gaps
+from recsys.data.collate import EventTracks, churn_snapshot_labels, collate_cloze, collate_eval, collate_train
 from recsys.data.events import EventLog, load_events, resolve_path
 from recsys.data.sequences import EventVocab, ItemAttributes, Sequences, build_sequences, read_item_attributes
-from recsys.data.splits import HeldOut, Split, leave_one_out, temporal_split
+from recsys.data.splits import HeldOut, Split, cut_time, leave_one_out, temporal_split
 from recsys.data.vocab import Vocab
 
 OBJECTIVES = ("next", "cloze")
@@ -131,7 +132,10 @@ class SeqDataModule(pl.LightningDataModule):
     """``objective``: ``next`` (SASRec pairs) or ``cloze`` (BERT4Rec masking with
     ``mask_prob``; evaluation appends a [MASK]). With ``data.event_col`` set, sequences carry
     action ids and batches the action fields; ``purchase_horizon`` > 0 adds purchase labels
-    for the action named ``purchase_event``. ``data.item_attributes`` loads item attributes."""
+    for the action named ``purchase_event``. ``data.item_attributes`` loads item attributes.
+    ``time_features``: batches carry the time since each event's predecessor (``gaps``,
+    ``next_gaps``); ``churn_horizon_s`` > 0 (temporal splits): churn snapshot labels of the
+    training events (``recsys.data.collate.churn_snapshot_labels``)."""
 
     def __init__(
         self,
@@ -146,6 +150,8 @@ class SeqDataModule(pl.LightningDataModule):
         purchase_event: str = "buy",
         purchase_horizon: int = 0,
         event_vocab: EventVocab | None = None,
+        time_features: bool = False,
+        churn_horizon_s: float = 0.0,
     ) -> None:
         super().__init__()
         if objective not in OBJECTIVES:
@@ -159,6 +165,7 @@ class SeqDataModule(pl.LightningDataModule):
         self.objective, self.mask_prob = objective, mask_prob
         self.purchase_event, self.purchase_horizon = purchase_event, purchase_horizon
         self.event_vocab = event_vocab
+        self.time_features, self.churn_horizon_s = time_features, churn_horizon_s
         self.events: EventLog | None = None
         self.split: Split | None = None
         self.tracks: EventTracks | None = None
@@ -180,7 +187,13 @@ class SeqDataModule(pl.LightningDataModule):
                 self.split = leave_one_out(seqs)
             if seqs.events is not None:
                 purchase_id = self.event_vocab.id(self.purchase_event) if self.purchase_horizon > 0 else None
-                self.tracks = EventTracks.build(seqs.events, seqs.offsets, purchase_id, self.purchase_horizon)
+                churn = None
+                if self.churn_horizon_s > 0:  # snapshots of the training period (temporal split)
+                    visible = cut_time(seqs.timestamps, cfg.split_valid_quantile)
+                    churn = churn_snapshot_labels(seqs.timestamps, self.split.train, visible, self.churn_horizon_s,
+                                                  self.seed)
+                self.tracks = EventTracks.build(seqs.events, seqs.offsets, purchase_id, self.purchase_horizon,
+                                                gaps=gaps(seqs) if self.time_features else None, churn=churn)
             if cfg.item_attributes is not None:
                 path = resolve_path(dataclasses.replace(cfg, path=cfg.item_attributes))
                 self.item_attributes = read_item_attributes(path, self.vocab)

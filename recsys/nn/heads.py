@@ -28,23 +28,170 @@ def score_items(user_state: torch.Tensor, item_weights: torch.Tensor) -> torch.T
     return out  # (B, n + 1)
 
 
+# Edges (seconds) of the time-gap buckets the encoder reads with each event (``time_gaps``)
+# and the candidate head with the next one: bucket 0 = no previous event, 1 = under 1 s, ...
+GAP_EDGES_S = (1.0, 10.0, 60.0, 300.0, 1800.0, 3 * 3600.0, 12 * 3600.0, 86400.0, 3 * 86400.0)
+N_GAP_BUCKETS = len(GAP_EDGES_S) + 2
+# Edges of the elapsed-time buckets of the churn head (time since the last event): log-spaced
+# from a minute to two weeks, so the churn probability can follow the hazard closely.
+ELAPSED_EDGES_S = tuple(float(x) for x in np.geomspace(60.0, 14 * 86400.0, 24))
+N_ELAPSED_BUCKETS = len(ELAPSED_EDGES_S) + 2
+HEAD_NAMES = ("action", "candidate", "purchase", "churn")  # order of ActionHeads.log_temperature
+
+
+def bucketize(seconds: torch.Tensor, edges: tuple[float, ...]) -> torch.Tensor:
+    """Bucket ids (int64): 0 for a missing time (nan or negative), else 1 + the number of
+    edges at or below the time (log-spaced edges: a bucketed log time)."""
+    seconds = torch.as_tensor(seconds, dtype=torch.float64)
+    bounds = torch.tensor(edges, dtype=torch.float64, device=seconds.device)
+    ids = torch.bucketize(seconds, bounds, right=True) + 1
+    return torch.where(torch.isnan(seconds) | (seconds < 0), torch.zeros_like(ids), ids)
+
+
+def gap_bucket(seconds: torch.Tensor) -> torch.Tensor:
+    """Bucketed log time since the user's previous event (``GAP_EDGES_S``); 0 = none."""
+    return bucketize(seconds, GAP_EDGES_S)
+
+
+def event_tokens(events: torch.Tensor, gaps: torch.Tensor, n_events: int) -> torch.Tensor:
+    """Token ids (B, L) of (action, gap bucket) pairs, ``action + n_events * bucket``, for an
+    encoder with ``n_events * N_GAP_BUCKETS`` action types (``model.time_gaps``); padding
+    (action 0) stays 0. events: (B, L) action ids 1..E; gaps: (B, L) seconds (nan: none)."""
+    return torch.where(events > 0, events + n_events * gap_bucket(gaps).to(events.device), events)
+
+
+def candidate_history(inputs: torch.Tensor, events: torch.Tensor, candidates: torch.Tensor,
+                      n_events: int) -> torch.Tensor:
+    """How often the user acted on each candidate before, per action: log(1 + count).
+
+    inputs, events: (B, L) the history (items, action ids 1..E). ``candidates`` (B, L): the
+    candidate after each position, which may count only positions up to its own (causal);
+    or (B,): one candidate after the whole history. Returns (B, L, E) or (B, E)."""
+    onehot = F.one_hot(events.clamp(min=0), n_events + 1)[..., 1:].to(torch.float32)  # (B, L, E)
+    if candidates.dim() == 1:
+        same = (inputs == candidates[:, None]) & (inputs != 0)  # (B, L)
+        return torch.log1p(torch.einsum("bl,ble->be", same.to(torch.float32), onehot))
+    L = inputs.shape[1]
+    causal = torch.ones(L, L, dtype=torch.bool, device=inputs.device).tril()  # (j, i): i <= j
+    same = (candidates[:, :, None] == inputs[:, None, :]) & causal & (inputs != 0)[:, None, :]  # (B, L, L)
+    return torch.log1p(torch.einsum("bji,bie->bje", same.to(torch.float32), onehot))
+
+
+class CandidateActionHead(nn.Module):
+    """Logits over the E actions of the next event given its candidate: the item's
+    embedding ``e``, the user's earlier actions on it (``candidate_history``) and the
+    bucketed gap before it. A small MLP on ``[h, e, h * e, history, gap]``: the product lets
+    the state ask "is this item one I carted?", the history counts answer it exactly."""
+
+    def __init__(self, dim: int, n_events: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.gap = nn.Embedding(N_GAP_BUCKETS, 16)
+        self.hidden = nn.Linear(3 * dim + n_events + 16, dim)
+        self.out = nn.Linear(dim, n_events)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, state: torch.Tensor, item: torch.Tensor, history: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
+        """state, item: (..., D); history: (..., E); gap: (...) seconds -> (..., E) logits."""
+        g = self.gap(gap_bucket(gap).to(state.device))
+        x = torch.cat([state, item, state * item, history, g], dim=-1)
+        return self.out(self.dropout(F.gelu(self.hidden(x))))
+
+
+class ChurnHead(nn.Module):
+    """One logit, "no event in the next T days", from the state at the last event and the
+    bucketed time elapsed since it (``ELAPSED_EDGES_S``); T is a property of the labels."""
+
+    def __init__(self, dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.elapsed = nn.Embedding(N_ELAPSED_BUCKETS, 16)
+        self.hidden = nn.Linear(dim + 16, dim)
+        self.out = nn.Linear(dim, 1)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, state: torch.Tensor, elapsed: torch.Tensor) -> torch.Tensor:
+        """state: (..., D); elapsed: (...) seconds -> (...) logits."""
+        e = self.elapsed(bucketize(elapsed, ELAPSED_EDGES_S).to(state.device))
+        return self.out(self.dropout(F.gelu(self.hidden(torch.cat([state, e], dim=-1))))).squeeze(-1)
+
+
 class ActionHeads(nn.Module):
     """Multi-task heads on the encoder's hidden states, for logs with action types.
 
     ``action``: logits over the E action types of the *next* event (id c + 1 is column c).
     ``purchase`` (optional): one logit, "a purchase happens within the next k events",
     a conversion signal; k is a property of the labels, not of the head.
+    ``candidate`` (optional, ``CandidateActionHead``): next-action logits given the next
+    event's item and gap. ``churn`` (optional, ``ChurnHead``): "no event in the next T days".
+
+    ``dropout`` is the heads' own, applied to the state each head reads. Every head's logits
+    are divided by its temperature ``exp(log_temperature[k])`` (``HEAD_NAMES`` order; 1 until
+    ``calibrate`` fits them on validation, a buffer saved with the weights).
     """
 
-    def __init__(self, dim: int, n_events: int, purchase: bool = False) -> None:
+    def __init__(self, dim: int, n_events: int, purchase: bool = False, candidate: bool = False,
+                 churn: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
+        self.n_events = n_events
         self.action = nn.Linear(dim, n_events)
         self.purchase = nn.Linear(dim, 1) if purchase else None
+        self.candidate = CandidateActionHead(dim, n_events, dropout) if candidate else None
+        self.churn = ChurnHead(dim, dropout) if churn else None
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer("log_temperature", torch.zeros(len(HEAD_NAMES)))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # weights saved before temperatures existed: temperature 1, as they were served
+        state_dict.setdefault(prefix + "log_temperature", torch.zeros(len(HEAD_NAMES)))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _scaled(self, logits: torch.Tensor, head: str) -> torch.Tensor:
+        return logits / self.log_temperature[HEAD_NAMES.index(head)].exp()
 
     def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """hidden: (..., D) -> action logits (..., E) and purchase logits (...) or None."""
-        purchase = self.purchase(hidden).squeeze(-1) if self.purchase is not None else None
-        return self.action(hidden), purchase
+        h = self.dropout(hidden)
+        purchase = self._scaled(self.purchase(h).squeeze(-1), "purchase") if self.purchase is not None else None
+        return self._scaled(self.action(h), "action"), purchase
+
+    def candidate_logits(self, hidden: torch.Tensor, item: torch.Tensor, history: torch.Tensor,
+                         gap: torch.Tensor) -> torch.Tensor:
+        """(..., E) next-action logits given the candidate (``CandidateActionHead``)."""
+        return self._scaled(self.candidate(self.dropout(hidden), item, history, gap), "candidate")
+
+    def churn_logit(self, hidden: torch.Tensor, elapsed: torch.Tensor) -> torch.Tensor:
+        """(...) logits of "no event in the next T days" after ``elapsed`` quiet seconds."""
+        return self._scaled(self.churn(self.dropout(hidden), elapsed), "churn")
+
+    def set_temperature(self, head: str, temperature: float) -> None:
+        self.log_temperature[HEAD_NAMES.index(head)] = math.log(temperature)
+
+
+def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, binary: bool = False) -> float:
+    """The temperature ``T`` minimising the NLL of ``logits / T`` (targets: class ids, or
+    0/1 labels with ``binary``): a 1-D convex problem in ``log T``, solved by golden-section
+    search on ``[1/20, 20]``. Temperature scaling (Guo et al., ICML 2017)."""
+    logits, targets = logits.double(), targets.long() if not binary else targets.double()
+
+    def nll(log_t: float) -> float:
+        z = logits / math.exp(log_t)
+        if binary:
+            return float(F.binary_cross_entropy_with_logits(z, targets))
+        return float(F.cross_entropy(z, targets))
+
+    lo, hi = math.log(1 / 20), math.log(20)
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = nll(a), nll(b)
+    for _ in range(60):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = nll(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = nll(b)
+    return math.exp((lo + hi) / 2)
 
 
 # EM iteration counts ``TransitionHead.fit_pattern`` chooses among (0: raw counts).

@@ -29,7 +29,7 @@ from recsys.data.sequences import EventVocab
 from recsys.data.vocab import Vocab
 from recsys.eval.actions import next_action_metrics, purchase_metrics
 from recsys.nn.encoder import ENCODERS, build_encoder
-from recsys.nn.heads import ActionHeads
+from recsys.nn.heads import N_GAP_BUCKETS, ActionHeads
 from recsys.nn.losses import LOSSES, NEGATIVES_NONE
 from recsys.training.module import BaselineModule, RankingModule, SeqRecModule, TrainSettings
 from recsys.training.negatives import NegativeSampler
@@ -48,6 +48,8 @@ def build_datamodule(
         cfg.data, cfg.model.max_len, cfg.train.batch_size, cfg.eval.batch_size, cfg.seed, vocab=vocab,
         objective=objective, mask_prob=cfg.train.mask_prob, purchase_event=cfg.train.purchase_event,
         purchase_horizon=cfg.train.purchase_horizon, event_vocab=event_vocab,
+        time_features=cfg.data.event_col is not None and (cfg.model.time_gaps or cfg.model.action_candidate),
+        churn_horizon_s=cfg.train.churn_days * 86400.0,
     ).prepare()
 
 
@@ -55,6 +57,14 @@ def training_events(dm: SeqDataModule) -> TrainingEvents:
     start, stop = dm.train_ranges()
     seqs = dm.sequences
     return TrainingEvents(seqs.items, start, stop, dm.vocab.n_items, seqs.timestamps if dm.has_timestamps else None)
+
+
+def encoder_event_types(cfg: ExperimentConfig, n_events: int) -> int:
+    """The encoder's action-type count: 0 when it does not read actions, ``n_events``, or
+    with ``model.time_gaps`` one type per (action, gap bucket) (``recsys.nn.heads.event_tokens``)."""
+    if not n_events or not cfg.model.use_actions:
+        return 0
+    return n_events * N_GAP_BUCKETS if cfg.model.time_gaps else n_events
 
 
 def build_module(cfg: ExperimentConfig, dm: SeqDataModule) -> RankingModule:
@@ -65,7 +75,7 @@ def build_module(cfg: ExperimentConfig, dm: SeqDataModule) -> RankingModule:
     n_items, t = dm.vocab.n_items, cfg.train
     n_events = dm.event_vocab.n_events if dm.tracks is not None else 0
     attributes = dm.item_attributes.per_item if dm.item_attributes is not None else None
-    encoder = build_encoder(cfg.model, n_items, n_events=n_events if cfg.model.use_actions else 0,
+    encoder = build_encoder(cfg.model, n_items, n_events=encoder_event_types(cfg, n_events),
                             item_attributes=attributes)
     if encoder.transitions is not None:
         events = training_events(dm)  # the training part of the split only
@@ -78,7 +88,8 @@ def build_module(cfg: ExperimentConfig, dm: SeqDataModule) -> RankingModule:
     if LOSSES[t.loss].negatives != NEGATIVES_NONE:
         counts = torch.from_numpy(dm.train_item_counts()) if t.sampler == "popularity" else None
         sampler = NegativeSampler(t.sampler, n_items, seed=cfg.seed, item_counts=counts)
-    heads = ActionHeads(cfg.model.dim, n_events, purchase=t.purchase_horizon > 0) if n_events else None
+    heads = ActionHeads(cfg.model.dim, n_events, purchase=t.purchase_horizon > 0, candidate=cfg.model.action_candidate,
+                        churn=t.churn_days > 0, dropout=cfg.model.head_dropout) if n_events else None
     settings = TrainSettings.from_config(cfg, event_names=dm.event_vocab.names if n_events else ())
     return SeqRecModule(encoder, settings, sampler=sampler, heads=heads)
 

@@ -14,7 +14,7 @@ averages is the gradient of the one-process loss.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,7 @@ from recsys.config import ExperimentConfig
 from recsys.eval.actions import next_action_metrics, purchase_metrics
 from recsys.eval.metrics import summarise
 from recsys.eval.ranking import mask_seen, target_ranks
-from recsys.nn.heads import ActionHeads
+from recsys.nn.heads import ActionHeads, candidate_history, event_tokens
 from recsys.nn.losses import LOSSES, NEGATIVES_NONE, NEGATIVES_ONE, Mixture, action_ce, purchase_bce
 from recsys.training.negatives import NegativeSampler
 from recsys.types import NO_LABEL, PAD_ID, Batch, EvalBatch
@@ -161,7 +161,11 @@ class TrainSettings:
     the batch (``negatives_per="batch"``) or drawn for each position (``"position"``).
     With action heads, next-action CE is weighted by ``action_loss_weight`` and, if the heads
     have one, purchase-within-k BCE by ``purchase_loss_weight``; ``event_names`` label the
-    next-action metrics. ``length_groups`` > 1: each training batch runs through the encoder
+    next-action metrics. Heads with a candidate-conditioned next-action head add its
+    cross-entropy with ``action_loss_weight`` too, and a churn head its BCE with
+    ``churn_loss_weight``; ``head_weight_decay`` (None: ``weight_decay``) is the heads' own.
+    ``time_gaps``: the encoder reads (action, time-gap bucket) tokens
+    (``recsys.nn.heads.event_tokens``). ``length_groups`` > 1: each training batch runs through the encoder
     in that many groups of rows of similar length (``SASRecEncoder.grouped_forward``), each
     group's width rounded up to a multiple of ``length_bucket``.
     ``encoder_precision="bf16"``: the encoder's training forward under bf16 autocast.
@@ -182,6 +186,9 @@ class TrainSettings:
     length_groups: int = 1
     length_bucket: int = 1
     encoder_precision: str = "fp32"
+    churn_loss_weight: float = 0.5
+    head_weight_decay: float | None = None
+    time_gaps: bool = False
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -209,6 +216,8 @@ class TrainSettings:
             action_loss_weight=t.action_loss_weight, purchase_loss_weight=t.purchase_loss_weight,
             event_names=tuple(event_names), length_groups=t.length_groups, length_bucket=t.length_bucket,
             encoder_precision=t.encoder_precision,
+            churn_loss_weight=t.churn_loss_weight, head_weight_decay=t.head_weight_decay,
+            time_gaps=cfg.model.time_gaps and cfg.model.use_actions,
         )
 
 
@@ -235,6 +244,9 @@ class SeqRecModule(RankingModule):
         self.sampler = sampler
         self.heads = heads  # registered (and in the state_dict) only when the log has actions
         self._actions: list[dict[str, torch.Tensor]] = []
+        # more validation metrics, computed from the module itself (e.g. the behaviour
+        # monitor, recsys.training.behaviour.BehaviourMonitor): module -> {name: value}
+        self.extra_validation: Callable[[SeqRecModule], dict[str, float]] | None = None
         self.last_action_outputs: dict[str, dict[str, np.ndarray]] = {}
         self.last_action_metrics: dict[str, dict] = {}
 
@@ -257,9 +269,18 @@ class SeqRecModule(RankingModule):
                 kwargs["log_q"] = log_q.to(targets.device)
         return spec.fn(hidden, self.encoder.item_weights(), targets, **kwargs)
 
+    def encoder_events(self, batch: Batch | EvalBatch) -> torch.Tensor | None:
+        """What the encoder reads beside the items: the action ids, or with ``time_gaps``
+        the (action, gap bucket) tokens; None without actions."""
+        events = batch.get("events")
+        if events is not None and self.settings.time_gaps:
+            return event_tokens(events, batch["gaps"], self.heads.n_events)
+        return events
+
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One training step's loss terms, each the mean over its own positions: ``item``
-        and, with action heads, ``action`` (and ``purchase`` if the heads have one)."""
+        and, with action heads, ``action`` (and ``purchase``, ``candidate``, ``churn`` if
+        the heads have them)."""
         targets, positions = batch["targets"], None
         if self.heads is None and self.loss_spec.negatives == NEGATIVES_NONE:
             # a full-softmax loss reads only the positions with a target: the encoder hands
@@ -267,7 +288,7 @@ class SeqRecModule(RankingModule):
             positions = targets != PAD_ID
             targets = targets[positions]  # (N,)
         with self.training_autocast():
-            hidden = self.encoder(batch["inputs"], batch.get("events"), self.settings.length_groups, positions,
+            hidden = self.encoder(batch["inputs"], self.encoder_events(batch), self.settings.length_groups, positions,
                                   self.settings.length_bucket)
         hidden = hidden.float()  # the losses and heads take fp32 (a no-op without autocast)
         mixture = None
@@ -284,17 +305,39 @@ class SeqRecModule(RankingModule):
             terms["action"] = action_ce(action_logits, batch["next_events"])
             if purchase_logits is not None:
                 terms["purchase"] = purchase_bce(purchase_logits, batch["purchase"])
+            if self.heads.candidate is not None:
+                terms["candidate"] = self._candidate_loss(hidden, batch)
+            if self.heads.churn is not None:
+                label = batch["churn_label"]
+                keep = label != NO_LABEL
+                logits = self.heads.churn_logit(hidden[keep], batch["churn_elapsed"][keep])  # (N,)
+                terms["churn"] = purchase_bce(logits, label[keep])
         return terms
 
-    def total_loss(self, terms: Mapping[str, torch.Tensor], shares: Sequence[float] = (1.0, 1.0, 1.0)) -> torch.Tensor:
-        """The weighted sum of ``loss_terms``; ``shares`` weight this process's item, action
-        and purchase means (``loss_shares``; all 1 on one process)."""
+    def _candidate_loss(self, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Next-action CE of the candidate head: at each position the candidate is the true
+        next event (its item ``targets``, its gap ``next_gaps``). hidden: (B, L, D)."""
+        nxt, cand = batch["next_events"], batch["targets"]
+        keep = nxt != PAD_ID
+        history = candidate_history(batch["inputs"], batch["events"], cand, self.heads.n_events)  # (B, L, E)
+        item = self.encoder.item_weights()[(cand[keep] - 1).clamp(min=0)]  # (N, D)
+        logits = self.heads.candidate_logits(hidden[keep], item, history[keep], batch["next_gaps"][keep])
+        return action_ce(logits, nxt[keep])
+
+    def total_loss(self, terms: Mapping[str, torch.Tensor], shares: Sequence[float] = (1.0,) * 5) -> torch.Tensor:
+        """The weighted sum of ``loss_terms``; ``shares`` weight this process's item, action,
+        purchase, candidate and churn means (``loss_shares``; all 1 on one process)."""
         s = self.settings
+        shares = (*shares, *(1.0,) * (5 - len(shares)))
         loss = shares[0] * terms["item"]
         if "action" in terms:
             loss = loss + s.action_loss_weight * shares[1] * terms["action"]
         if "purchase" in terms:
             loss = loss + s.purchase_loss_weight * shares[2] * terms["purchase"]
+        if "candidate" in terms:
+            loss = loss + s.action_loss_weight * shares[3] * terms["candidate"]
+        if "churn" in terms:
+            loss = loss + s.churn_loss_weight * shares[4] * terms["churn"]
         return loss
 
     def step_loss(self, batch: Batch) -> torch.Tensor:
@@ -303,16 +346,20 @@ class SeqRecModule(RankingModule):
         return self.total_loss(self.loss_terms(batch))
 
     def _shares(self, batch: Batch) -> list[float]:
-        """Weight of this process's item, action and purchase losses (``loss_shares``);
-        all ones on one process. Every process calls it at every step: it all-reduces."""
+        """Weight of this process's item, action, purchase, candidate and churn losses
+        (``loss_shares``); all ones on one process. Every process calls it at every step: it all-reduces."""
         if self.trainer.world_size == 1:
-            return [1.0, 1.0, 1.0]
+            return [1.0] * 5
+        zero = batch["targets"].new_zeros(())
+        actions = (batch["next_events"] != PAD_ID).sum() if "next_events" in batch else zero
         local = torch.stack([
             (batch["targets"] != PAD_ID).sum(),
-            (batch["next_events"] != PAD_ID).sum() if "next_events" in batch else batch["targets"].new_zeros(()),
-            (batch["purchase"] != NO_LABEL).sum() if "purchase" in batch else batch["targets"].new_zeros(()),
-        ])  # (3,) positions each mean runs over, here
-        total = self.trainer.strategy.reduce(local.clone(), reduce_op="sum")  # (3,) over the global batch
+            actions,
+            (batch["purchase"] != NO_LABEL).sum() if "purchase" in batch else zero,
+            actions,  # the candidate head scores the same positions
+            (batch["churn_label"] != NO_LABEL).sum() if "churn_label" in batch else zero,
+        ])  # (5,) positions each mean runs over, here
+        total = self.trainer.strategy.reduce(local.clone(), reduce_op="sum")  # (5,) over the global batch
         return loss_shares(local, total, self.trainer.world_size)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
@@ -341,7 +388,13 @@ class SeqRecModule(RankingModule):
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.settings.lr, weight_decay=self.settings.weight_decay)
+        s = self.settings
+        if self.heads is None or s.head_weight_decay is None:
+            return torch.optim.Adam(self.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+        heads = {id(p) for p in self.heads.parameters()}
+        groups = [{"params": [p for p in self.parameters() if id(p) not in heads], "weight_decay": s.weight_decay},
+                  {"params": list(self.heads.parameters()), "weight_decay": s.head_weight_decay}]
+        return torch.optim.Adam(groups, lr=s.lr)
 
     # ---- evaluation -----------------------------------------------------------------
     def score(self, inputs: torch.Tensor, events: torch.Tensor | None = None) -> torch.Tensor:
@@ -349,14 +402,14 @@ class SeqRecModule(RankingModule):
         return self.encoder.score(self.encoder.last_state(inputs, events), inputs)
 
     def _eval_scores(self, batch: EvalBatch) -> torch.Tensor:
-        return self.score(batch["inputs"], batch.get("events"))
+        return self.score(batch["inputs"], self.encoder_events(batch))
 
     def _eval_step(self, batch: EvalBatch) -> None:
         if self.heads is None:
             super()._eval_step(batch)
             return
         # one encoder pass serves the ranks and the action heads' outputs
-        state = self.encoder.last_state(batch["inputs"], batch.get("events"))  # (B, D)
+        state = self.encoder.last_state(batch["inputs"], self.encoder_events(batch))  # (B, D)
         action_logits, purchase_logits = self.heads(state)
         out = {
             "probs": action_logits.softmax(dim=-1),
@@ -383,6 +436,8 @@ class SeqRecModule(RankingModule):
         self.last_action_metrics[stage] = metrics
         na = metrics["next_action"]
         actions = {"action_accuracy": na["accuracy"], "action_macro_f1": na["macro_f1"], "action_nll": na["log_loss"]}
+        if stage == "val" and self.extra_validation is not None:
+            actions.update(self.extra_validation(self))
         super()._eval_end(stage, {**actions, **(extra or {})})
 
 

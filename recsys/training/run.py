@@ -259,6 +259,8 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
     dm = _datamodule_for_run(cfg, partial) if resume else _datamodule(cfg)
     prepared, cpu_prepared = time.perf_counter(), time.process_time()
     module = _module(cfg, dm)
+    if cfg.eval.monitor == "behaviour_nll" and not is_baseline(cfg):
+        module.extra_validation = behaviour.BehaviourMonitor(dm, cfg)
     if writer:
         if not resume:
             if open_run is not None:
@@ -328,6 +330,8 @@ def _fit_into(cfg: ExperimentConfig, partial: Path, callbacks: list[pl.Callback]
         metrics["next_action"] = actions
     if behaviour.applies(cfg):  # the held-out tail of time (recsys.data.behaviour)
         metrics["behaviour"] = behaviour.behaviour_report(module, dm, cfg)
+        if writer and cfg.train.calibrate and not is_baseline(cfg):  # the temperatures travel with the weights
+            behaviour.store_temperatures(module, partial / rundir.BEST_CHECKPOINT)
     if not writer:
         return metrics, partial
     # Per-user ranks let the leaderboard bootstrap over users and pair models user by user.

@@ -81,3 +81,8 @@ def test_churn_snapshots_by_hand():
         (38 * H, 1, 6, 12.0 * H, 1.0),  # next at 50h > 48h
     ]  # user 1 has no event at or before 20h: not in the first snapshot
     assert np.array_equal(snaps.start, np.where(snaps.user == 0, 0, 5))
+    # a user is asked about only while active: with a 10 h lookback, user 1 (last event at
+    # 26 h) drops out at 38 h, user 0 (last at 30 h) stays
+    recent = churn_snapshots(LOG, lo=20 * H, hi=50 * H, horizon_s=10 * H, step_s=6 * H, active_s=10 * H)
+    assert sorted(zip(recent.time.tolist(), recent.user.tolist())) == [
+        (20 * H, 0), (26 * H, 0), (26 * H, 1), (32 * H, 0), (32 * H, 1), (38 * H, 0)]

@@ -83,3 +83,103 @@ def test_fit_reports_every_tail_moment_for_the_model_and_the_baselines(log, tmp_
 def test_no_report_under_leave_one_out(log, tmp_path):
     m = metrics(fit(cfg_for(log, tmp_path, data={"split": "loo"}, train={"max_epochs": 1}), tmp_path / "loo").run_dir)
     assert "behaviour" not in m and "next_action" in m
+
+
+# ---- every switch that changes a reported number, on and off through fit ---------------
+
+HEADS = {"model": {"action_candidate": True}, "train": {"churn_days": 0.5}}
+
+
+def _with(base: dict, **sections) -> dict:
+    out = {k: dict(v) for k, v in base.items()}
+    for section, values in sections.items():
+        out.setdefault(section, {}).update(values)
+    return out
+
+
+@pytest.fixture(scope="module")
+def base_run(log, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("base")
+    return fit(cfg_for(log, tmp, **_with(HEADS)), tmp / "base").run_dir
+
+
+def _model_figures(report: dict) -> tuple:
+    t = report["test"]
+    return (t["next_action"]["model"]["log_loss"], t["next_action_given"]["model"]["log_loss"],
+            t["purchase"]["model"]["log_loss"], t["churn"]["model"]["log_loss"])
+
+
+def test_candidate_and_churn_heads_are_reported_beside_their_baselines(log, base_run, tmp_path):
+    from recsys.data.behaviour import churn_snapshots
+    from recsys.data.events import load_events
+    from recsys.data.sequences import EventVocab, build_sequences
+    from recsys.data.vocab import Vocab
+
+    report = metrics(base_run)["behaviour"]
+    test = report["test"]
+    assert set(test["next_action_given"]) == {"logistic", "gbm", "model"}
+    assert set(test["churn"]) == {"recency", "logistic", "gbm", "model"}
+    assert report["churn_days"] == 0.5 and report["train_snapshots"] > 0
+    # the snapshots are the protocol's, on the window the report states
+    cfg = cfg_for(log, tmp_path, **_with(HEADS))
+    frame = load_events(cfg.data).frame
+    seqs = build_sequences(frame, Vocab.build(frame["item"]), EventVocab.build(frame["event"]))
+    w = report["window"]
+    snaps = churn_snapshots(seqs, w["t_test"], w["t_end"], 0.5 * 86400)
+    assert test["snapshots"] == len(snaps) == test["churn"]["model"]["n"]
+    assert test["churn"]["model"]["positive_rate"] == pytest.approx(snaps.label.mean())
+    plain = metrics(fit(cfg_for(log, tmp_path), tmp_path / "plain").run_dir)["behaviour"]
+    assert "churn" not in plain["test"] and "model" not in plain["test"]["next_action_given"]
+
+
+@pytest.mark.parametrize("switch", [
+    {"model": {"time_gaps": True}},
+    {"model": {"head_dropout": 0.3}},
+    {"train": {"head_weight_decay": 0.5}},
+    {"train": {"churn_loss_weight": 2.0}},
+])
+def test_each_head_switch_changes_what_fit_reports(log, base_run, tmp_path, switch):
+    on = fit(cfg_for(log, tmp_path, **_with(HEADS, **switch)), tmp_path / "on").run_dir
+    assert _model_figures(metrics(on)["behaviour"]) != _model_figures(metrics(base_run)["behaviour"])
+    if switch.get("model", {}).get("time_gaps"):
+        import torch
+
+        from recsys.nn.heads import N_GAP_BUCKETS
+
+        rows = {run: torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"][
+            "encoder.event_emb.weight"].shape[0] for run in (on, base_run)}
+        assert rows == {on: 3 * N_GAP_BUCKETS + 1, base_run: 3 + 1}  # (buy, cart, pv) x gap bucket vs actions
+
+
+def test_calibration_only_rescales_the_heads(log, base_run, tmp_path):
+    import math
+
+    import torch
+
+    on = fit(cfg_for(log, tmp_path, **_with(HEADS, train={"calibrate": True})), tmp_path / "cal").run_dir
+    cal, raw = metrics(on)["behaviour"], metrics(base_run)["behaviour"]
+    assert "temperatures" in cal and "temperatures" not in raw
+    assert set(cal["temperatures"]) == {"action", "candidate", "purchase", "churn"}
+    # same training; validation figures are the uncalibrated heads', the test ones are rescaled
+    assert cal["valid"]["next_action_given"]["model"] == raw["valid"]["next_action_given"]["model"]
+    assert _model_figures(cal) != _model_figures(raw)
+    for head in ("candidate", "churn"):  # calibration cannot make the fitted-on data worse
+        task = "next_action_given" if head == "candidate" else "churn"
+        assert cal["test"][task]["model"]["roc_auc" if head == "churn" else "accuracy"] == pytest.approx(
+            raw["test"][task]["model"]["roc_auc" if head == "churn" else "accuracy"])  # ranks unchanged
+    saved = torch.load(on / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]["heads.log_temperature"]
+    from recsys.nn.heads import HEAD_NAMES
+
+    assert saved.tolist() == pytest.approx([math.log(cal["temperatures"][h]) for h in HEAD_NAMES])
+
+
+def test_selection_on_the_validation_windows_log_loss(log, tmp_path):
+    import csv
+
+    cfg = cfg_for(log, tmp_path, **_with(HEADS, train={"max_epochs": 3}, eval={"monitor": "behaviour_nll"}))
+    run = fit(cfg, tmp_path / "sel").run_dir
+    rows = [r for r in csv.DictReader(open(run / "logs" / "metrics.csv")) if r.get("val/behaviour_nll")]
+    nll = {int(r["epoch"]): float(r["val/behaviour_nll"]) for r in rows}
+    assert len(nll) == 3 and metrics(run)["best_epoch"] == min(nll, key=nll.get)
+    parts = sum(float(rows[0][f"val/tail_{h}_nll"]) for h in ("action", "candidate", "purchase", "churn"))
+    assert float(rows[0]["val/behaviour_nll"]) == pytest.approx(parts)

@@ -59,7 +59,8 @@ def test_state_dict_has_heads_only_with_actions():
     enc = SASRecEncoder(9, 8, 1, 1, 4, 0.0, n_events=3)
     with_heads = SeqRecModule(enc, TrainSettings(event_names=("a", "b", "c")), heads=ActionHeads(8, 3, purchase=True))
     assert {k for k in with_heads.state_dict() if k.startswith("heads.")} == {
-        "heads.action.weight", "heads.action.bias", "heads.purchase.weight", "heads.purchase.bias"}
+        "heads.action.weight", "heads.action.bias", "heads.purchase.weight", "heads.purchase.bias",
+        "heads.log_temperature"}
     logits, _ = with_heads.heads(enc(INPUTS, torch.ones_like(INPUTS)))
     assert action_ce(logits, torch.tensor([[0, 1, 2, 3], [1, 1, 1, 1]])) > 0
 
@@ -134,7 +135,9 @@ def test_settings_take_every_value_from_the_config():
         "train.loss=gbce", "train.lr=0.005", "train.weight_decay=0.1", "train.n_negatives=17",
         "train.negatives_per=position", "train.logq_correction=false", "train.action_loss_weight=0.25",
         "train.purchase_loss_weight=0.75", "train.length_groups=3", "train.encoder_precision=bf16",
-        "train.gbce_t=0.5", "eval.ks=[2,7]", "eval.monitor=ndcg@7", "eval.exclude_seen=true"])
+        "train.gbce_t=0.5", "eval.ks=[2,7]", "eval.monitor=ndcg@7", "eval.exclude_seen=true",
+        "data.event_col=behavior", "model.time_gaps=true", "train.churn_loss_weight=0.3",
+        "train.head_weight_decay=0.01"])
     s = TrainSettings.from_config(cfg, event_names=["view", "buy"])
     defaults = TrainSettings()
     for f in dataclasses.fields(TrainSettings):
