@@ -255,6 +255,7 @@ class TransitionHead(nn.Module):
         # one occurrence's share of each kept count (1 for raw counts): what leave-one-out takes
         # out in training. Rebuilt by fit_pattern, so not saved with the model.
         self.register_buffer("units", torch.ones(shape), persistent=False)
+        self._slot_keys: tuple | None = None  # (the tables' state, keys, slots): see _kept_slots
         self.gate = nn.Linear(dim, lags + 1)  # component 0: the catalogue softmax
         self.count_weight = nn.Parameter(torch.zeros(2, lags))  # A: (log(1 + n), kept share) per lag
         self.discount_logit = nn.Parameter(torch.full((lags,), math.log(0.75 / 0.25)))  # d = 0.75 at start
@@ -429,6 +430,22 @@ class TransitionHead(nn.Module):
         d = torch.sigmoid(self.discount_logit)[None, :, None]
         return (counts - d).clamp(min=0.0)
 
+    def _kept_slots(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every kept slot (count > 0) as a sorted key ``(lag * T + source) * T + target``
+        (T tokens), and its flat index into the (lags, T, width) tables. Training looks up
+        each position's target in it (``searchsorted``, (N, lags) work) rather than comparing
+        the target with all ``width`` slots of its row ((N, lags, width) work, twice the
+        bytes of the counts). Rebuilt whenever ``cols`` or ``counts`` change (``fit_pattern``,
+        ``load_state_dict``, a move to another device)."""
+        state = (self.cols._version, self.counts._version, self.cols.data_ptr(), self.counts.data_ptr())
+        if self._slot_keys is None or self._slot_keys[0] != state:
+            T, W = self.cols.shape[1], self.cols.shape[2]
+            slots = (self.counts > 0).flatten().nonzero().squeeze(1)  # (K,)
+            keys = (slots // (T * W) * T + slots // W % T) * T + self.cols.flatten()[slots]
+            keys, order = keys.sort()  # a row's items are distinct, so keys are too
+            self._slot_keys = (state, keys, slots[order])
+        return self._slot_keys[1], self._slot_keys[2]
+
     def training_mixture(
         self, state: torch.Tensor, inputs: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -438,11 +455,14 @@ class TransitionHead(nn.Module):
         src = self.sources(inputs, positions)  # (N, lags)
         lag = torch.arange(self.lags, device=src.device)[None, :]
         counts = self.counts[lag, src]  # (N, lags, width)
-        hit = (self.cols[lag, src] == targets[:, None, None]) & (counts > 0)  # the target's slot, if kept
-        found = hit.any(dim=2)  # (N, lags)
-        slot = hit.to(torch.uint8).argmax(dim=2)  # (N, lags); a row's items are distinct
-        own = counts.gather(2, slot[:, :, None]).squeeze(2) * found  # the target's count (0 if absent)
-        unit = self.units[lag, src, slot] * found  # one occurrence's share of it
+        keys, slots = self._kept_slots()
+        T = self.cols.shape[1]
+        query = (lag * T + src) * T + targets[:, None]  # (N, lags): the (lag, source, target) key
+        at = torch.searchsorted(keys, query).clamp_(max=max(len(keys) - 1, 0))
+        found = keys[at] == query if len(keys) else torch.zeros_like(query, dtype=torch.bool)  # the target kept
+        slot = slots[at] if len(keys) else torch.zeros_like(query)  # its flat slot (any slot when absent)
+        own = self.counts.flatten()[slot] * found  # the target's count (0 if absent)
+        unit = self.units.flatten()[slot] * found  # one occurrence's share of it
         # the mass with this occurrence taken out: every slot discounted, the target's slot
         # then swapped for its count less one occurrence (only (N, lags) work beyond the sum)
         d = torch.sigmoid(self.discount_logit)[None, :]

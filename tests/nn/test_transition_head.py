@@ -96,6 +96,34 @@ def test_training_terms_leave_the_own_pair_out():
     assert float(rest) == pytest.approx(g_lag * 0.5, abs=1e-6)
 
 
+def test_training_finds_each_targets_slot_as_a_scan_of_its_row_would():
+    """``training_mixture`` finds a target's slot through ``_kept_slots`` (sorted keys), not
+    by scanning the row: for every (source, target) pair of a random table, kept or not,
+    and PAD sources, the slot it reads is the one a scan of the row finds (the target's
+    own count and unit, 0 when absent); the second round writes new tables into the same
+    buffers, which the lookup must follow."""
+    torch.manual_seed(1)
+    head = TransitionHead(n_items=9, dim=4, lags=2, width=3)
+    for _ in range(2):
+        with torch.no_grad():  # distinct items per row; some kept, some dropped (count 0), in place
+            head.cols.copy_(torch.stack([torch.randperm(10)[:3] + 1 for _ in range(2 * 11)]).view(2, 11, 3))
+            head.counts.copy_(torch.randint(0, 3, (2, 11, 3)).float())
+            head.units.copy_(torch.rand(2, 11, 3))
+        src = torch.arange(11).repeat_interleave(11)[:, None].expand(-1, 2)  # (121, lags): every source
+        targets = torch.arange(11).repeat(11)  # with every target
+        lag = torch.arange(2)[None, :]
+        hit = (head.cols[lag, src] == targets[:, None, None]) & (head.counts[lag, src] > 0)
+        scan = (head.counts[lag, src] * hit).sum(2), (head.units[lag, src] * hit).sum(2)
+        keys, slots = head._kept_slots()
+        T = head.cols.shape[1]
+        query = (lag * T + src) * T + targets[:, None]
+        at = torch.searchsorted(keys, query).clamp(max=len(keys) - 1)
+        found = keys[at] == query
+        assert torch.equal(found, hit.any(2))
+        assert torch.equal(head.counts.flatten()[slots[at]] * found, scan[0])
+        assert torch.equal(head.units.flatten()[slots[at]] * found, scan[1])
+
+
 def test_served_probabilities_sum_to_one_and_follow_the_counts():
     head = head_on([[1, 2, 3], [1, 2, 3], [1, 2, 4], [3, 4]], n_items=5, lags=2, width=4)
     torch.manual_seed(0)
