@@ -95,6 +95,7 @@ LEGACY_VALUES: dict[tuple[str, str], Any] = {
     ("model", "bsarec_c"): 3,
     ("model", "ligr_ffn_mult"): 4,
     ("model", "time_gaps"): False,
+    ("model", "item_relations"): False,
     ("model", "action_candidate"): False,
     ("model", "head_dropout"): 0.0,
     ("train", "head_weight_decay"): None,
@@ -167,7 +168,10 @@ class ModelConfig:
     set (off: actions are still predicted by the next-action head, just not read).
     ``time_gaps`` (real timestamps): each event's action embedding becomes one of
     (action, bucketed log time since the user's previous event) (``recsys.nn.heads.gap_bucket``),
-    so the encoder reads session structure. ``action_candidate``: a second next-action head
+    so the encoder reads session structure. ``item_relations``: each event's action embedding
+    also says how its item relates to the user's earlier events in the window (new, seen,
+    carted and not bought since: ``recsys.nn.heads.item_relations``), so a buy that closes a
+    cart reads differently from one that does not. ``action_candidate``: a second next-action head
     that also reads the candidate next event (its item, the user's earlier actions on that
     item, the bucketed gap before it: ``recsys.nn.heads.CandidateActionHead``).
     ``head_dropout``: the action, purchase and churn heads' own dropout on the encoder state.
@@ -227,6 +231,7 @@ class ModelConfig:
     use_positions: bool = True
     use_actions: bool = True
     time_gaps: bool = False
+    item_relations: bool = False
     action_candidate: bool = False
     head_dropout: float = 0.0
     recent_days: float = 7.0
@@ -560,7 +565,7 @@ def _validate(cfg: ExperimentConfig) -> None:
     need(0.0 <= cfg.model.head_dropout < 1.0 and (cfg.train.head_weight_decay or 0.0) >= 0 and cfg.train.churn_days >= 0
          and cfg.train.churn_loss_weight >= 0,
          "model.head_dropout must be in [0, 1); train.head_weight_decay, churn_days, churn_loss_weight >= 0")
-    need(cfg.data.event_col is not None or not (cfg.model.time_gaps or cfg.model.action_candidate
+    need(cfg.data.event_col is not None or not (cfg.model.time_gaps or cfg.model.item_relations or cfg.model.action_candidate
                                                 or cfg.train.churn_days > 0 or cfg.train.calibrate),
          "model.time_gaps, model.action_candidate, train.churn_days and train.calibrate need data.event_col "
          "(the action heads)")
