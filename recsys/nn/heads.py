@@ -53,11 +53,47 @@ def gap_bucket(seconds: torch.Tensor) -> torch.Tensor:
     return bucketize(seconds, GAP_EDGES_S)
 
 
-def event_tokens(events: torch.Tensor, gaps: torch.Tensor, n_events: int) -> torch.Tensor:
-    """Token ids (B, L) of (action, gap bucket) pairs, ``action + n_events * bucket``, for an
-    encoder with ``n_events * N_GAP_BUCKETS`` action types (``model.time_gaps``); padding
-    (action 0) stays 0. events: (B, L) action ids 1..E; gaps: (B, L) seconds (nan: none)."""
-    return torch.where(events > 0, events + n_events * gap_bucket(gaps).to(events.device), events)
+N_RELATIONS = 3  # item_relations: new item, seen before, carted before and not bought since
+
+
+def item_relations(inputs: torch.Tensor, events: torch.Tensor, cart_id: int, buy_id: int) -> torch.Tensor:
+    """(B, L) how each event's item relates to the user's earlier events in the window:
+    0 new (or padding), 1 seen before, 2 carted before more often than bought (an open cart).
+    ``cart_id`` / ``buy_id``: those action ids (0: the log has no such action)."""
+    L = inputs.shape[1]
+    before = torch.ones(L, L, dtype=torch.bool, device=inputs.device).tril(-1)  # (i, j): j < i
+    same = (inputs[:, :, None] == inputs[:, None, :]) & before & (inputs != 0)[:, None, :]  # (B, L, L)
+    carts = (same & (events == cart_id)[:, None, :]).sum(dim=2)
+    buys = (same & (events == buy_id)[:, None, :]).sum(dim=2)
+    rel = torch.where(carts > buys, 2, same.any(dim=2).to(torch.int64))
+    return torch.where(inputs == 0, torch.zeros_like(rel), rel)
+
+
+def relation_action_ids(names, purchase_event: str = "buy") -> tuple[int, int]:
+    """(cart id, purchase id) among action ``names`` (id = index + 1); 0 for one it lacks."""
+    names = list(names)
+    return (names.index("cart") + 1 if "cart" in names else 0,
+            names.index(purchase_event) + 1 if purchase_event in names else 0)
+
+
+def event_types(n_events: int, time_gaps: bool, relations: bool) -> int:
+    """How many action types an encoder reading ``event_tokens`` has."""
+    return n_events * (N_GAP_BUCKETS if time_gaps else 1) * (N_RELATIONS if relations else 1)
+
+
+def event_tokens(events: torch.Tensor, n_events: int, gaps: torch.Tensor | None = None,
+                 relations: torch.Tensor | None = None) -> torch.Tensor:
+    """Token ids (B, L) of (action, gap bucket, item relation) triples for an encoder with
+    ``event_types(...)`` action types: ``action + E * (bucket + G * relation)``, where a part
+    left out (None) counts as 0 and ``G`` is ``N_GAP_BUCKETS`` with gaps, else 1. Padding
+    (action 0) stays 0. events: (B, L) action ids 1..E; gaps: (B, L) seconds (nan: none)
+    (``model.time_gaps``); relations: ``item_relations`` (``model.item_relations``)."""
+    index = torch.zeros_like(events)
+    if gaps is not None:
+        index = index + gap_bucket(gaps).to(events.device)
+    if relations is not None:
+        index = index + (N_GAP_BUCKETS if gaps is not None else 1) * relations
+    return torch.where(events > 0, events + n_events * index, events)
 
 
 def candidate_history(inputs: torch.Tensor, events: torch.Tensor, candidates: torch.Tensor,

@@ -39,7 +39,7 @@ from recsys.data.collate import gather_float_windows, gather_windows
 from recsys.data.datamodule import SeqDataModule
 from recsys.data.splits import cut_time
 from recsys.eval.behaviour import binary_report, next_action_report, paired_log_loss_difference, per_moment_nll
-from recsys.nn.heads import candidate_history, event_tokens, fit_temperature
+from recsys.nn.heads import candidate_history, event_tokens, fit_temperature, item_relations
 from recsys.types import NO_LABEL, PAD_ID
 
 N_RESAMPLES = 1000  # user-bootstrap resamples of the test intervals
@@ -65,7 +65,8 @@ def model_logits(module, dm: SeqDataModule, pos: np.ndarray, start: np.ndarray,
     ``[start, pos]``), in moment order: ``action`` (M, E), ``purchase`` (M,), with
     ``candidate`` = (next item tokens, gaps) ``candidate`` (M, E), with ``elapsed`` ``churn`` (M,)."""
     seqs, encoder, heads = dm.sequences, module.encoder, module.heads
-    gap_of = gaps(seqs).astype(np.float32) if module.settings.time_gaps else None
+    settings = module.settings
+    gap_of = gaps(seqs).astype(np.float32) if settings.time_gaps else None
     was_training = module.training
     module.eval()
     order = np.argsort(np.minimum(pos - start + 1, dm.max_len), kind="stable")  # similar lengths together
@@ -76,9 +77,10 @@ def model_logits(module, dm: SeqDataModule, pos: np.ndarray, start: np.ndarray,
         inputs = torch.from_numpy(gather_windows(seqs.items, start[rows], stop, dm.max_len))
         events = torch.from_numpy(gather_windows(seqs.events, start[rows], stop, dm.max_len))
         read = events
-        if gap_of is not None:
-            read = event_tokens(events, torch.from_numpy(gather_float_windows(gap_of, start[rows], stop, dm.max_len)),
-                                heads.n_events)
+        if settings.time_gaps or settings.item_relations:
+            g = torch.from_numpy(gather_float_windows(gap_of, start[rows], stop, dm.max_len)) if gap_of is not None else None
+            rel = item_relations(inputs, events, *settings.relation_ids) if settings.item_relations else None
+            read = event_tokens(events, heads.n_events, g, rel)
         state = encoder.last_state(inputs, read if encoder.event_emb is not None else None)  # (B, D)
         action, purchase = heads(state)
         parts = {"action": action}

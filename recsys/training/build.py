@@ -29,7 +29,7 @@ from recsys.data.sequences import EventVocab
 from recsys.data.vocab import Vocab
 from recsys.eval.actions import next_action_metrics, purchase_metrics
 from recsys.nn.encoder import ENCODERS, build_encoder
-from recsys.nn.heads import N_GAP_BUCKETS, ActionHeads
+from recsys.nn.heads import ActionHeads, event_types
 from recsys.nn.losses import LOSSES, NEGATIVES_NONE
 from recsys.training.module import BaselineModule, RankingModule, SeqRecModule, TrainSettings
 from recsys.training.negatives import NegativeSampler
@@ -61,10 +61,11 @@ def training_events(dm: SeqDataModule) -> TrainingEvents:
 
 def encoder_event_types(cfg: ExperimentConfig, n_events: int) -> int:
     """The encoder's action-type count: 0 when it does not read actions, ``n_events``, or
-    with ``model.time_gaps`` one type per (action, gap bucket) (``recsys.nn.heads.event_tokens``)."""
+    with ``model.time_gaps`` / ``model.item_relations`` one type per (action, gap bucket,
+    item relation) (``recsys.nn.heads.event_tokens``)."""
     if not n_events or not cfg.model.use_actions:
         return 0
-    return n_events * N_GAP_BUCKETS if cfg.model.time_gaps else n_events
+    return event_types(n_events, cfg.model.time_gaps, cfg.model.item_relations)
 
 
 def build_module(cfg: ExperimentConfig, dm: SeqDataModule) -> RankingModule:

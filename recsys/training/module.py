@@ -28,7 +28,7 @@ from recsys.config import ExperimentConfig
 from recsys.eval.actions import next_action_metrics, purchase_metrics
 from recsys.eval.metrics import summarise
 from recsys.eval.ranking import mask_seen, target_ranks
-from recsys.nn.heads import ActionHeads, candidate_history, event_tokens
+from recsys.nn.heads import ActionHeads, candidate_history, event_tokens, item_relations, relation_action_ids
 from recsys.nn.losses import LOSSES, NEGATIVES_NONE, NEGATIVES_ONE, Mixture, action_ce, purchase_bce
 from recsys.training.negatives import NegativeSampler
 from recsys.types import NO_LABEL, PAD_ID, Batch, EvalBatch
@@ -164,8 +164,8 @@ class TrainSettings:
     next-action metrics. Heads with a candidate-conditioned next-action head add its
     cross-entropy with ``action_loss_weight`` too, and a churn head its BCE with
     ``churn_loss_weight``; ``head_weight_decay`` (None: ``weight_decay``) is the heads' own.
-    ``time_gaps``: the encoder reads (action, time-gap bucket) tokens
-    (``recsys.nn.heads.event_tokens``). ``length_groups`` > 1: each training batch runs through the encoder
+    ``time_gaps`` / ``item_relations``: the encoder reads (action, time-gap bucket, item
+    relation) tokens (``recsys.nn.heads.event_tokens``). ``length_groups`` > 1: each training batch runs through the encoder
     in that many groups of rows of similar length (``SASRecEncoder.grouped_forward``), each
     group's width rounded up to a multiple of ``length_bucket``.
     ``encoder_precision="bf16"``: the encoder's training forward under bf16 autocast.
@@ -189,6 +189,8 @@ class TrainSettings:
     churn_loss_weight: float = 0.5
     head_weight_decay: float | None = None
     time_gaps: bool = False
+    item_relations: bool = False
+    relation_ids: tuple[int, int] = (0, 0)  # (cart, purchase) action ids that item_relations reads
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -218,6 +220,8 @@ class TrainSettings:
             encoder_precision=t.encoder_precision,
             churn_loss_weight=t.churn_loss_weight, head_weight_decay=t.head_weight_decay,
             time_gaps=cfg.model.time_gaps and cfg.model.use_actions,
+            item_relations=cfg.model.item_relations and cfg.model.use_actions,
+            relation_ids=relation_action_ids(event_names, t.purchase_event),
         )
 
 
@@ -272,10 +276,11 @@ class SeqRecModule(RankingModule):
     def encoder_events(self, batch: Batch | EvalBatch) -> torch.Tensor | None:
         """What the encoder reads beside the items: the action ids, or with ``time_gaps``
         the (action, gap bucket) tokens; None without actions."""
-        events = batch.get("events")
-        if events is not None and self.settings.time_gaps:
-            return event_tokens(events, batch["gaps"], self.heads.n_events)
-        return events
+        s, events = self.settings, batch.get("events")
+        if events is None or not (s.time_gaps or s.item_relations):
+            return events
+        relations = item_relations(batch["inputs"], events, *s.relation_ids) if s.item_relations else None
+        return event_tokens(events, self.heads.n_events, batch["gaps"] if s.time_gaps else None, relations)
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One training step's loss terms, each the mean over its own positions: ``item``

@@ -14,7 +14,9 @@ from recsys.nn.heads import (
     candidate_history,
     event_tokens,
     fit_temperature,
+    event_types,
     gap_bucket,
+    item_relations,
 )
 
 NAN = float("nan")
@@ -28,7 +30,11 @@ def test_gap_buckets_and_tokens_by_hand():
     events = torch.tensor([[0, 2, 1, 4]])
     gaps = torch.tensor([[NAN, NAN, 30.0, 7200.0]])
     # action + 4 * bucket; padding stays 0; a first event (no gap) is bucket 0
-    assert event_tokens(events, gaps, 4).tolist() == [[0, 2, 1 + 4 * 3, 4 + 4 * 6]]
+    assert event_tokens(events, 4, gaps).tolist() == [[0, 2, 1 + 4 * 3, 4 + 4 * 6]]
+    rel = torch.tensor([[0, 0, 1, 2]])
+    assert event_tokens(events, 4, relations=rel).tolist() == [[0, 2, 1 + 4, 4 + 8]]
+    assert event_tokens(events, 4, gaps, rel).tolist() == [[0, 2, 1 + 4 * (3 + 11), 4 + 4 * (6 + 22)]]
+    assert event_types(4, True, True) == 4 * 11 * 3 and event_types(4, False, False) == 4
 
 
 def test_candidate_history_counts_only_earlier_events():
@@ -78,3 +84,13 @@ def test_fit_temperature_recovers_the_scaling_of_calibrated_logits():
     logit = torch.log(p / (1 - p))
     assert fit_temperature(logit * 0.5, labels, binary=True) == pytest.approx(0.5, rel=0.05)
     assert math.isfinite(fit_temperature(torch.zeros(10, 3), torch.zeros(10, dtype=torch.long)))
+
+
+def test_item_relations_by_hand():
+    CART, BUY, VIEW = 2, 3, 1
+    inputs = torch.tensor([[0, 5, 5, 7, 5, 5, 7]])
+    events = torch.tensor([[0, VIEW, CART, VIEW, BUY, VIEW, CART]])
+    # 5 new; 5 seen; 7 new; 5 carted before (open); 5 carted once, bought once (closed: seen);
+    # 7 seen (its cart is this very event, not an earlier one)
+    assert item_relations(inputs, events, CART, BUY).tolist() == [[0, 0, 1, 0, 2, 1, 1]]
+    assert item_relations(inputs, events, 0, 0).tolist() == [[0, 0, 1, 0, 1, 1, 1]]  # no cart action

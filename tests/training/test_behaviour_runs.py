@@ -134,6 +134,7 @@ def test_candidate_and_churn_heads_are_reported_beside_their_baselines(log, base
 
 @pytest.mark.parametrize("switch", [
     {"model": {"time_gaps": True}},
+    {"model": {"item_relations": True}},
     {"model": {"head_dropout": 0.3}},
     {"train": {"head_weight_decay": 0.5}},
     {"train": {"churn_loss_weight": 2.0}},

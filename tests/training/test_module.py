@@ -136,13 +136,13 @@ def test_settings_take_every_value_from_the_config():
         "train.negatives_per=position", "train.logq_correction=false", "train.action_loss_weight=0.25",
         "train.purchase_loss_weight=0.75", "train.length_groups=3", "train.encoder_precision=bf16",
         "train.gbce_t=0.5", "eval.ks=[2,7]", "eval.monitor=ndcg@7", "eval.exclude_seen=true",
-        "data.event_col=behavior", "model.time_gaps=true", "train.churn_loss_weight=0.3",
+        "data.event_col=behavior", "model.time_gaps=true", "model.item_relations=true", "train.churn_loss_weight=0.3",
         "train.head_weight_decay=0.01"])
-    s = TrainSettings.from_config(cfg, event_names=["view", "buy"])
+    s = TrainSettings.from_config(cfg, event_names=["view", "buy", "cart"])
     defaults = TrainSettings()
     for f in dataclasses.fields(TrainSettings):
         assert getattr(s, f.name) != getattr(defaults, f.name), f.name  # the config's value reached it
     assert (s.loss, s.lr, s.n_negatives, s.negatives_per, s.length_groups, s.ks) == (
         "gbce", 0.005, 17, "position", 3, (2, 7))
     assert s.loss_options == {"t": 0.5, "prior_offset": cfg.train.prior_offset}
-    assert s.event_names == ("view", "buy")
+    assert s.event_names == ("view", "buy", "cart") and s.relation_ids == (3, 2)
