@@ -32,7 +32,7 @@ from recsys.config import ModelConfig
 from recsys.data.vocab import Vocab
 from recsys.errors import ArtifactError
 from recsys.nn.encoder import ENCODERS, build_encoder
-from recsys.nn.heads import ActionHeads
+from recsys.nn.heads import ActionHeads, event_types
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -54,12 +54,22 @@ class ActionSpec:
     embeds the action of each history event (``model.use_actions``), in which case every
     request must carry the actions; ``purchase_horizon`` > 0 when a purchase head exists
     (probability that ``purchase_event`` happens within the next that many events).
+    ``time_gaps`` / ``item_relations``: the encoder reads (action, gap bucket, item relation)
+    tokens (``recsys.nn.heads.event_tokens``), so requests carry timestamps (time gaps);
+    ``relation_ids`` the (cart, purchase) action ids relations read. ``candidate``: a
+    next-action head given the next event's item and time; ``churn_days`` > 0: a churn head,
+    P(no event in the next that many days).
     """
 
     names: tuple[str, ...]
     reads: bool
     purchase_event: str | None = None
     purchase_horizon: int = 0
+    time_gaps: bool = False
+    item_relations: bool = False
+    relation_ids: tuple[int, int] = (0, 0)
+    candidate: bool = False
+    churn_days: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -129,7 +139,8 @@ class Artifact:
                 f"({sorted(BASELINES)})" if not self.is_baseline else
                 f"model {self.model.name!r} is a baseline: it has no encoder (use build_baseline)"
             )
-        n_events = len(self.actions.names) if self.actions is not None and self.actions.reads else 0
+        a = self.actions
+        n_events = event_types(len(a.names), a.time_gaps, a.item_relations) if a is not None and a.reads else 0
         try:
             encoder = build_encoder(
                 self.model, self.vocab.n_items, n_events=n_events, item_attributes=self._item_attributes()
@@ -145,7 +156,9 @@ class Artifact:
             return None
         if self.actions is None:
             raise ArtifactError("the artifact has action-head weights but no action types")
-        heads = ActionHeads(self.model.dim, len(self.actions.names), purchase=self.actions.purchase_horizon > 0)
+        a = self.actions
+        heads = ActionHeads(self.model.dim, len(a.names), purchase=a.purchase_horizon > 0, candidate=a.candidate,
+                            churn=a.churn_days > 0)
         try:
             heads.load_state_dict(self.heads_state, strict=True)
         except RuntimeError as exc:
@@ -308,7 +321,8 @@ def load_artifact(path: str | Path) -> Artifact:
     if doc.get("actions") is not None:
         try:
             spec = dict(doc["actions"])
-            actions = ActionSpec(**{**spec, "names": tuple(spec["names"])})
+            actions = ActionSpec(**{**spec, "names": tuple(spec["names"]),
+                                    "relation_ids": tuple(spec.get("relation_ids", (0, 0)))})
         except (TypeError, KeyError) as exc:
             raise ArtifactError(f"{path / MANIFEST}: malformed 'actions': {exc}") from exc
     artifact = Artifact(

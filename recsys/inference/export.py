@@ -25,6 +25,7 @@ from recsys.data.vocab import Vocab
 from recsys.errors import ArtifactError
 from recsys.inference.artifact import ONNX_FILE, ActionSpec, Artifact, write_artifact
 from recsys.inference.onnx_export import export_onnx
+from recsys.nn.heads import relation_action_ids
 
 
 def read_run(run_dir: str | Path, item_counts: np.ndarray | None = None) -> Artifact:
@@ -49,11 +50,17 @@ def read_run(run_dir: str | Path, item_counts: np.ndarray | None = None) -> Arti
     names = rundir.read_event_names(run_dir)
     if names is not None:
         purchase = cfg.train.purchase_horizon > 0 and "purchase.weight" in heads
+        reads = bool(cfg.model.use_actions)
         actions = ActionSpec(
             names=names,
-            reads=bool(cfg.model.use_actions),
+            reads=reads,
             purchase_event=cfg.train.purchase_event if purchase else None,
             purchase_horizon=cfg.train.purchase_horizon if purchase else 0,
+            time_gaps=reads and cfg.model.time_gaps,
+            item_relations=reads and cfg.model.item_relations,
+            relation_ids=relation_action_ids(names, cfg.train.purchase_event),
+            candidate="candidate.out.weight" in heads,
+            churn_days=cfg.train.churn_days if "churn.out.weight" in heads else 0.0,
         )
     return Artifact(
         model=cfg.model,

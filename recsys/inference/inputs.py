@@ -119,6 +119,8 @@ class EncodedBatch:
     n_unknown: np.ndarray  # (B,) int64 unknown ids dropped per history
     seen: list[np.ndarray]  # every known token of each whole history (before truncation)
     events: np.ndarray | None = None  # (B, L) int64 action ids aligned with inputs (0: none)
+    gaps: np.ndarray | None = None  # (B, L) float32 seconds since the previous known event (nan: none)
+    last_time: np.ndarray | None = None  # (B,) float64 time of the newest known event (nan: empty)
 
     @property
     def empty(self) -> np.ndarray:
@@ -144,6 +146,26 @@ def check_actions(actions: object, histories: Sequence[Sequence[str]], names: tu
     return out
 
 
+def check_timestamps(timestamps: object, histories: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    """Seconds per history (float64), aligned with ``histories`` and non-decreasing."""
+    if isinstance(timestamps, (str, bytes)) or not isinstance(timestamps, (list, tuple)):
+        raise TypeError(f"timestamps must be a list of lists of numbers (seconds), got {type(timestamps).__name__}")
+    if len(timestamps) != len(histories):
+        raise ValueError(f"timestamps has {len(timestamps)} rows for {len(histories)} histories")
+    out = []
+    for i, (row, history) in enumerate(zip(timestamps, histories)):
+        try:
+            t = np.asarray(row, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise TypeError(f"timestamps[{i}] must hold numbers (seconds)") from None
+        if len(t) != len(history):
+            raise ValueError(f"timestamps[{i}] has {len(t)} entries for a history of {len(history)} items")
+        if np.isnan(t).any() or (np.diff(t) < 0).any():
+            raise ValueError(f"timestamps[{i}] must be numbers in time order (oldest first)")
+        out.append(t)
+    return out
+
+
 def encode_batch(
     vocab: Vocab,
     histories: Sequence[Sequence[str]],
@@ -151,13 +173,15 @@ def encode_batch(
     unknown: str,
     mask_token: int | None = None,
     actions: list[np.ndarray] | None = None,
+    timestamps: list[np.ndarray] | None = None,
 ) -> EncodedBatch:
     """Checked raw-id histories -> ``EncodedBatch``. Long histories lose their oldest items.
 
-    ``actions`` (from ``check_actions``) follow their items: an ignored unknown item
-    drops its action too.
+    ``actions`` (from ``check_actions``) and ``timestamps`` (``check_timestamps``) follow
+    their items: an ignored unknown item drops its action and its time too, and gaps are
+    measured between the known events, as if the unknown ones were not there.
     """
-    seen, n_unknown, kept_events = [], [], []
+    seen, n_unknown, kept_events, kept_times = [], [], [], []
     for i, history in enumerate(histories):
         if unknown == "raise":
             tokens, missing = encode_ids(vocab, history, "raise", f"histories[{i}]")
@@ -171,20 +195,29 @@ def encode_batch(
         n_unknown.append(missing)
         if actions is not None:
             kept_events.append(actions[i] if keep is None else actions[i][keep])
+        if timestamps is not None:
+            kept_times.append(timestamps[i] if keep is None else timestamps[i][keep])
     window = max_len if mask_token is None else max_len - 1
     lengths = np.fromiter((min(len(t), window) for t in seen), dtype=np.int64, count=len(seen))
     width = max(1, int(lengths.max(initial=0))) if mask_token is None else int(lengths.max(initial=0)) + 1
     inputs = np.full((len(seen), width), PAD_ID, dtype=np.int64)  # (B, L)
     events = None if actions is None else np.zeros((len(seen), width), dtype=np.int64)
+    gaps = None if timestamps is None else np.full((len(seen), width), np.nan, dtype=np.float32)
+    last_time = None if timestamps is None else np.full(len(seen), np.nan)
     end = width if mask_token is None else width - 1  # cloze: the last column is [MASK]
     for row, (tokens, n) in enumerate(zip(seen, lengths)):
         if n:
             inputs[row, end - n : end] = tokens[len(tokens) - n :]
             if events is not None:
                 events[row, end - n : end] = kept_events[row][len(tokens) - n :]
+            if gaps is not None:
+                t = kept_times[row]
+                g = np.r_[np.nan, np.diff(t)]  # the first known event has no predecessor
+                gaps[row, end - n : end] = g[len(t) - n :]
+                last_time[row] = t[-1]
     if mask_token is not None:
         inputs[:, -1] = mask_token
-    return EncodedBatch(inputs, lengths, np.asarray(n_unknown, dtype=np.int64), seen, events)
+    return EncodedBatch(inputs, lengths, np.asarray(n_unknown, dtype=np.int64), seen, events, gaps, last_time)
 
 
 def unique_tokens(vocab: Vocab, ids: Sequence[str], unknown: str, where: str) -> tuple[np.ndarray, int]:

@@ -40,7 +40,10 @@ answer converts to RecTools' long table (``to_pandas()``: user_id, item_id, scor
 
 Models trained on logs with action types (``data.event_col``) may read the action of
 every event (``model.use_actions``): their requests pass ``actions``, names aligned with
-the histories; ``next_action`` answers from the next-action (and purchase) heads.
+the histories; ``next_action`` answers from the next-action (and purchase) heads. Models
+that read time gaps (``model.time_gaps``) also need ``timestamps`` (seconds, aligned with
+the histories) in every call; ``purchase_propensity`` and ``churn_risk`` answer the
+marketing questions (a purchase within k events; no event in the next T days) per history.
 
 Thread safety: the model is read-only after construction and every call runs under
 ``torch.inference_mode``; the only shared mutable state, the counters behind ``stats()``,
@@ -73,10 +76,12 @@ from recsys.inference.inputs import (
     check_ids,
     check_k,
     check_policy,
+    check_timestamps,
     encode_batch,
     encode_ids,
     unique_tokens,
 )
+from recsys.nn.heads import candidate_history, event_tokens, item_relations
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,7 @@ class NextAction:
     purchase_probability: float | None  # P(purchase_event within purchase_horizon events), if the model has it
     purchase_event: str | None
     purchase_horizon: int
+    next_item: str | None = None  # the candidate the probabilities are conditioned on, if any
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -258,8 +264,14 @@ class Recommender:
             )
 
     # ---- shared steps ------------------------------------------------------------------
-    def _encode(self, histories: object, actions: object = None) -> EncodedBatch:
+    def _encode(self, histories: object, actions: object = None, timestamps: object = None,
+                need_times: bool = False) -> EncodedBatch:
         histories = check_batch(histories)
+        spec = self._actions
+        if timestamps is None and (need_times or (spec is not None and spec.reads and spec.time_gaps)):
+            raise ValueError("this call needs the time of every event: pass timestamps=[[seconds, ...], ...] "
+                             "aligned with the histories")
+        times = None if timestamps is None else check_timestamps(timestamps, histories)
         action_ids = None
         if self.reads_actions:
             if actions is None:
@@ -270,7 +282,7 @@ class Recommender:
             action_ids = check_actions(actions, histories, self.action_types)
         elif actions is not None:
             raise ValueError("this model does not read action types; leave actions=None")
-        batch = encode_batch(self.vocab, histories, self.max_len, self.unknown, self._mask_token, action_ids)
+        batch = encode_batch(self.vocab, histories, self.max_len, self.unknown, self._mask_token, action_ids, times)
         empty = batch.empty
         if self.empty == "raise" and empty.any():
             row = int(np.flatnonzero(empty)[0])
@@ -291,8 +303,20 @@ class Recommender:
     def _user_states(self, batch: EncodedBatch) -> torch.Tensor:
         """(B, D) state after each history's newest item (or at the [MASK] after it, for
         cloze models). Call under inference_mode."""
-        events = None if batch.events is None else torch.from_numpy(batch.events)
-        return self._encoder.last_state(torch.from_numpy(batch.inputs), events)  # (B, D)
+        return self._encoder.last_state(torch.from_numpy(batch.inputs), self._event_input(batch))  # (B, D)
+
+    def _event_input(self, batch: EncodedBatch) -> torch.Tensor | None:
+        """What the encoder reads beside the items: action ids, or (action, gap bucket, item
+        relation) tokens for models trained with ``time_gaps`` / ``item_relations``."""
+        if batch.events is None:
+            return None
+        events, spec = torch.from_numpy(batch.events), self._actions
+        if not (spec.time_gaps or spec.item_relations):
+            return events
+        inputs = torch.from_numpy(batch.inputs)
+        relations = item_relations(inputs, events, *spec.relation_ids) if spec.item_relations else None
+        gaps = torch.from_numpy(batch.gaps) if spec.time_gaps else None
+        return event_tokens(events, len(spec.names), gaps, relations)
 
     def _dense_scores(self, batch: EncodedBatch, states: torch.Tensor | None) -> torch.Tensor | None:
         """(B, n) scores of models that cannot be scored as ``states @ items.T``: the mixture
@@ -312,6 +336,7 @@ class Recommender:
         candidates: Sequence[str] | Sequence[Sequence[str]] | None = None,
         actions: Sequence[Sequence[str]] | None = None,
         exclude: Sequence[Sequence[str]] | None = None,
+        timestamps: Sequence[Sequence[float]] | None = None,
     ) -> Recommendations:
         """Top ``k`` items for each history (a list of lists of raw ids, oldest first).
 
@@ -326,7 +351,7 @@ class Recommender:
         """
         k = check_k(k)
         exclude_seen = check_flag("exclude_seen", exclude_seen)
-        batch = self._encode(histories, actions)
+        batch = self._encode(histories, actions, timestamps)
         B, empty = len(batch.lengths), batch.empty
         cand, allowed = self._candidate_columns(candidates, B)
         removed = self._excluded_tokens(exclude, B)
@@ -512,6 +537,7 @@ class Recommender:
         histories: Sequence[str] | Sequence[Sequence[str]],
         items: Sequence[str] | Sequence[Sequence[str]],
         actions: Sequence[str] | Sequence[Sequence[str]] | None = None,
+        timestamps: Sequence[float] | Sequence[Sequence[float]] | None = None,
     ) -> np.ndarray | list[np.ndarray]:
         """Scores of candidate ``items`` for re-ranking, the same numbers ``recommend`` ranks by.
 
@@ -528,9 +554,10 @@ class Recommender:
         if single:
             check_ids(histories, "history")
             per_row = [check_ids(items, "items")]
-            batch = self._encode([histories], None if actions is None else [actions])
+            batch = self._encode([histories], None if actions is None else [actions],
+                                 None if timestamps is None else [timestamps])
         else:
-            batch = self._encode(histories, actions)
+            batch = self._encode(histories, actions, timestamps)
             B = len(batch.lengths)
             shared = isinstance(items, np.ndarray) or (
                 isinstance(items, (list, tuple)) and all(isinstance(x, str) for x in items)
@@ -609,7 +636,8 @@ class Recommender:
         return Recommendations(items, scores, unknown.astype(int).tolist(), [False] * len(tokens))
 
     def user_embeddings(
-        self, histories: Sequence[Sequence[str]], actions: Sequence[Sequence[str]] | None = None
+        self, histories: Sequence[Sequence[str]], actions: Sequence[Sequence[str]] | None = None,
+        timestamps: Sequence[Sequence[float]] | None = None,
     ) -> np.ndarray:
         """(B, D) float32 user states; ``user_embeddings(h) @ item_embeddings().T`` are the scores
         (of a model with a transition head, ``model.transition_lags`` > 0, only its softmax
@@ -619,7 +647,7 @@ class Recommender:
         signal: every item scores 0) and raises under ``empty="raise"``.
         """
         self._need_embeddings("user_embeddings")
-        batch = self._encode(histories, actions)
+        batch = self._encode(histories, actions, timestamps)
         with torch.inference_mode():
             states = self._user_states(batch)  # (B, D)
             states[torch.from_numpy(batch.empty)] = 0.0
@@ -632,31 +660,113 @@ class Recommender:
         view.flags.writeable = False
         return view
 
-    def next_action(self, history: Sequence[str], actions: Sequence[str] | None = None) -> NextAction:
+    def _need_heads(self, what: str) -> None:
+        if self._heads is None:
+            raise NotImplementedError(
+                f"{what} needs a model with action heads (trained on a log with data.event_col); "
+                f"this artifact's {self.artifact.model.name!r} model predicts the next item only"
+            )
+
+    def next_action(
+        self, history: Sequence[str], actions: Sequence[str] | None = None, timestamps: Sequence[float] | None = None,
+        next_item: str | None = None, at: float | None = None,
+    ) -> NextAction:
         """Action type of the history's next event (and the purchase probability, if the
         model has a purchase head). Needs a model trained with ``data.event_col``.
 
+        ``timestamps`` (seconds, aligned with ``history``) are needed by models that read
+        time gaps. With ``next_item`` and ``at`` (the next event's time) a model with a
+        candidate head (``model.action_candidate``) answers "the user's next event is this
+        item, now: view, cart, fav or buy?"; an unknown ``next_item`` is ignored (or raises,
+        under ``unknown="raise"``) and the answer is the unconditioned one (``next_item`` None).
         A history with no known item raises ``EmptyHistoryError`` whatever ``empty`` says:
         there is no popularity fallback for actions.
         """
-        if self._heads is None:
-            raise NotImplementedError(
-                "next_action needs a model with an action head (trained on a log with data.event_col); "
-                f"this artifact's {self.artifact.model.name!r} model predicts the next item only"
-            )
-        batch = self._encode([check_ids(history, "history")], None if actions is None else [actions])
+        self._need_heads("next_action")
+        spec = self._actions
+        candidate = None
+        if next_item is not None:
+            if not spec.candidate:
+                raise NotImplementedError("next_item needs a model with a candidate head (model.action_candidate)")
+            if at is None or timestamps is None:
+                raise ValueError("next_item needs the history's timestamps and at= (the time of the next event)")
+            token = int(self._tokens([next_item], "next_item")[0])
+            candidate = token if token != 0 else None
+        batch = self._encode([check_ids(history, "history")], None if actions is None else [actions],
+                             None if timestamps is None else [timestamps])
         if batch.empty[0]:
             raise EmptyHistoryError("next_action needs at least one known item in the history")
         with torch.inference_mode():
-            logits, purchase = self._heads(self._user_states(batch))  # (1, E), (1,) | None
+            state = self._user_states(batch)  # (1, D)
+            logits, purchase = self._heads(state)  # (1, E), (1,) | None
+            if candidate is not None:
+                logits = self._candidate_logits(batch, state, np.array([candidate]),
+                                                np.array([float(at) - batch.last_time[0]]))
             probs = logits.softmax(dim=-1)[0].tolist()
-        spec = self._actions
         return NextAction(
             probabilities=dict(zip(spec.names, probs)),
             purchase_probability=None if purchase is None else float(purchase.sigmoid()[0]),
             purchase_event=spec.purchase_event if purchase is not None else None,
             purchase_horizon=spec.purchase_horizon if purchase is not None else 0,
+            next_item=None if candidate is None else next_item,
         )
+
+    def _candidate_logits(self, batch: EncodedBatch, state: torch.Tensor, tokens: np.ndarray,
+                          gaps: np.ndarray) -> torch.Tensor:
+        """(B, E) next-action logits given each row's next item (token) and gap (seconds)."""
+        items = torch.from_numpy(tokens.astype(np.int64))
+        history = candidate_history(torch.from_numpy(batch.inputs), torch.from_numpy(batch.events), items,
+                                    len(self._actions.names))
+        item = self._encoder.item_weights()[(items - 1).clamp(min=0)]
+        return self._heads.candidate_logits(state, item, history, torch.from_numpy(gaps.astype(np.float32)))
+
+    def _known_states(self, batch: EncodedBatch) -> tuple[torch.Tensor, np.ndarray]:
+        """States of the histories with a known item, and which rows those are."""
+        known = ~batch.empty
+        return self._user_states(batch)[torch.from_numpy(known)], known
+
+    def purchase_propensity(
+        self, histories: Sequence[Sequence[str]], actions: Sequence[Sequence[str]] | None = None,
+        timestamps: Sequence[Sequence[float]] | None = None,
+    ) -> np.ndarray:
+        """(B,) P(a ``purchase_event`` among each history's next ``purchase_horizon`` events)
+        from the purchase head; ``nan`` for a history with no known item (under
+        ``empty="raise"`` such a history raises ``EmptyHistoryError``)."""
+        self._need_heads("purchase_propensity")
+        if self._heads.purchase is None:
+            raise NotImplementedError("this model has no purchase head (train with train.purchase_horizon > 0)")
+        batch = self._encode(histories, actions, timestamps)
+        out = np.full(len(batch.lengths), np.nan)
+        with torch.inference_mode():
+            state, known = self._known_states(batch)
+            if known.any():
+                out[known] = self._heads(state)[1].sigmoid().double().numpy()
+        return out
+
+    def churn_risk(
+        self, histories: Sequence[Sequence[str]], actions: Sequence[Sequence[str]] | None = None,
+        timestamps: Sequence[Sequence[float]] | None = None, now: float | Sequence[float] | None = None,
+    ) -> np.ndarray:
+        """(B,) P(no event in the ``churn_days`` days after ``now``), given the history and
+        that it has had no event since its newest one. ``now``: one time for every history
+        or one per history (seconds); None: each history's newest timestamp. ``nan`` for a
+        history with no known item (``empty="raise"``: ``EmptyHistoryError``)."""
+        self._need_heads("churn_risk")
+        if self._heads.churn is None:
+            raise NotImplementedError("this model has no churn head (train with train.churn_days > 0)")
+        batch = self._encode(histories, actions, timestamps, need_times=True)
+        at = batch.last_time if now is None else np.broadcast_to(np.asarray(now, dtype=np.float64),
+                                                                  batch.last_time.shape)
+        elapsed = at - batch.last_time
+        if (elapsed < 0).any():
+            raise ValueError("now is before a history's newest event")
+        out = np.full(len(batch.lengths), np.nan)
+        with torch.inference_mode():
+            state, known = self._known_states(batch)
+            if known.any():
+                logit = self._heads.churn_logit(state, torch.from_numpy(elapsed[known].astype(np.float32)))
+                out[known] = logit.sigmoid().double().numpy()
+        return out
 
     def __repr__(self) -> str:
         m = self.artifact.model
