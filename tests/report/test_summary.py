@@ -172,16 +172,23 @@ def _next_action():
 
 def test_next_action_is_rendered_from_the_result_files(tmp_path):
     next_action = _next_action()
-    # the committed page is exactly what the committed run files render to
-    assert (ROOT / "benchmarks" / "NEXT_ACTION.md").read_text(encoding="utf-8") == next_action.table()
-    empty = next_action.table(tmp_path)
-    assert "Runs so far: 0 of 6 configs" in empty and "Verdict: pending." in empty
+    # the committed page is exactly what the committed JSON renders to
+    doc = json.loads((ROOT / "benchmarks" / "NEXT_ACTION.json").read_text(encoding="utf-8"))
+    assert (ROOT / "benchmarks" / "NEXT_ACTION.md").read_text(encoding="utf-8") == next_action.render(doc)
+    empty = next_action.render({"datasets": {}, "done_when": {}})
+    assert "- Planted: pending." in empty and "- Taobao: pending." in empty
     assert not re.findall(r"\| \d\.\d{3,4} \|", empty)  # no figure without a run
-    # a finished item-only run shows its own numbers
-    run = tmp_path / "taobao-sample" / "transitions" / "seed42"
-    run.mkdir(parents=True)
-    (run / "status.json").write_text(json.dumps({"status": "complete"}))
-    (run / "metrics.json").write_text(json.dumps({"test": {"ndcg@10": 0.03251, "hr@10": 0.04054},
-                                                  "git_commit": "abc"}))
-    text = next_action.table(tmp_path)
-    assert "| 0.0325 | 0.0405 |" in text and "Runs so far: 1 of 6 configs" in text and "`abc`" in text
+    # a finished run's figures reach the page, and the bars are judged from them
+    row = {"n": 10, "n_users": 3, "log_loss": 0.5, "log_loss_ci": [0.4, 0.6], "accuracy": 0.9, "macro_f1": 0.3}
+    entry = {"dataset": {"n_users": 3, "n_items": 5, "n_events": 20}, "moments": 10, "snapshots": 0,
+             "train_moments": 7, "epochs": 2, "best_epoch": 1, "train_s": 3, "git_commit": "abc",
+             "predictors": {"next_action": {"majority_class": {**row, "log_loss": 0.7},
+                                            "repeat_last_action": {**row, "log_loss": 0.9},
+                                            "action_markov": {**row, "log_loss": 0.65},
+                                            "logistic": {**row, "log_loss": 0.6}, "gbm": {**row, "log_loss": 0.61},
+                                            "model": {**row, "log_loss": 0.51}}},
+             "optimum": {"next_action": {**row, "log_loss": 0.5}}}
+    verdict = next_action.verdict_planted(entry)["next_action"]
+    assert verdict["gap_closed"] == pytest.approx(0.95) and verdict["met"]
+    text = next_action.render({"datasets": {"planted": entry}, "done_when": {"planted": {"next_action": verdict}}})
+    assert "| model | 0.5100 | [0.4000, 0.6000] |" in text and "closes 95.0%" in text and "`abc`" in text
