@@ -102,6 +102,7 @@ LEGACY_VALUES: dict[tuple[str, str], Any] = {
     ("train", "churn_days"): 0.0,
     ("train", "churn_loss_weight"): 0.5,
     ("train", "calibrate"): False,
+    ("train", "item_loss_weight"): 1.0,
 }
 
 
@@ -271,7 +272,9 @@ class TrainConfig:
     period (``recsys.data.collate``) and weighted by ``churn_loss_weight``. ``calibrate``:
     after training, each head's logits are divided by a temperature fitted on the
     validation window's moments (``recsys.data.behaviour``); the temperatures are saved
-    with the weights.
+    with the weights. ``item_loss_weight`` weights the next-item loss; 0 trains a behaviour
+    model only (no catalogue softmax is computed: on a log of rare items, such as the Taobao
+    sample, its memorisation otherwise drives the heads' early stopping).
     ``logit_precision``: ``bf16`` runs the (positions x catalogue) products of the ``ce``
     and ``ce_chunked`` losses on bf16 inputs (fp32 accumulation, bf16-rounded products);
     ``ce`` then takes an fp32 softmax, ``ce_chunked`` torch's fused one, computed in fp32
@@ -342,6 +345,7 @@ class TrainConfig:
     churn_days: float = 0.0
     churn_loss_weight: float = 0.5
     calibrate: bool = False
+    item_loss_weight: float = 1.0
     length_groups: int = 4
     length_bucket: int = 16
     encoder_precision: str = "bf16"
@@ -571,6 +575,9 @@ def _validate(cfg: ExperimentConfig) -> None:
          "(the action heads)")
     need(cfg.eval.monitor != "behaviour_nll" or cfg.data.split == "temporal",
          "eval.monitor: behaviour_nll needs data.split: temporal (the validation window's moments)")
+    need(cfg.train.item_loss_weight >= 0, "train.item_loss_weight must be >= 0")
+    need(cfg.train.item_loss_weight > 0 or cfg.data.event_col is not None,
+         "train.item_loss_weight = 0 leaves nothing to train without action heads (data.event_col)")
     need(cfg.train.churn_days == 0 or cfg.data.split == "temporal",
          "train.churn_days > 0 needs data.split: temporal (churn is trained and evaluated under a time split)")
     need(
