@@ -191,6 +191,7 @@ class TrainSettings:
     time_gaps: bool = False
     item_relations: bool = False
     relation_ids: tuple[int, int] = (0, 0)  # (cart, purchase) action ids that item_relations reads
+    item_loss_weight: float = 1.0  # 0: the heads' losses only (no catalogue softmax)
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -222,6 +223,7 @@ class TrainSettings:
             time_gaps=cfg.model.time_gaps and cfg.model.use_actions,
             item_relations=cfg.model.item_relations and cfg.model.use_actions,
             relation_ids=relation_action_ids(event_names, t.purchase_event),
+            item_loss_weight=t.item_loss_weight,
         )
 
 
@@ -304,7 +306,9 @@ class SeqRecModule(RankingModule):
                 kept = batch["targets"] != PAD_ID
                 kept_hidden, kept_targets = hidden[kept], targets[kept]
             mixture = self.encoder.loss_mixture(kept_hidden, batch["inputs"], kept, kept_targets)
-        terms = {"item": self._item_loss(hidden, targets, mixture)}
+        # with item_loss_weight 0 (a behaviour model) the catalogue softmax is not computed
+        terms = {"item": self._item_loss(hidden, targets, mixture) if self.settings.item_loss_weight > 0
+                 else hidden.sum() * 0.0}
         if self.heads is not None:
             action_logits, purchase_logits = self.heads(hidden)  # (B, L, E), (B, L) | None
             terms["action"] = action_ce(action_logits, batch["next_events"])
@@ -334,7 +338,7 @@ class SeqRecModule(RankingModule):
         purchase, candidate and churn means (``loss_shares``; all 1 on one process)."""
         s = self.settings
         shares = (*shares, *(1.0,) * (5 - len(shares)))
-        loss = shares[0] * terms["item"]
+        loss = s.item_loss_weight * shares[0] * terms["item"]
         if "action" in terms:
             loss = loss + s.action_loss_weight * shares[1] * terms["action"]
         if "purchase" in terms:

@@ -138,10 +138,16 @@ def test_candidate_and_churn_heads_are_reported_beside_their_baselines(log, base
     {"model": {"head_dropout": 0.3}},
     {"train": {"head_weight_decay": 0.5}},
     {"train": {"churn_loss_weight": 2.0}},
+    {"train": {"item_loss_weight": 0.0}},
 ])
 def test_each_head_switch_changes_what_fit_reports(log, base_run, tmp_path, switch):
     on = fit(cfg_for(log, tmp_path, **_with(HEADS, **switch)), tmp_path / "on").run_dir
     assert _model_figures(metrics(on)["behaviour"]) != _model_figures(metrics(base_run)["behaviour"])
+    if switch.get("train", {}).get("item_loss_weight") == 0.0:
+        import csv
+
+        rows = [r for r in csv.DictReader(open(on / "logs" / "metrics.csv")) if r.get("train/item_loss")]
+        assert rows and all(float(r["train/item_loss"]) == 0.0 for r in rows)  # no catalogue softmax
     if switch.get("model", {}).get("time_gaps"):
         import torch
 
