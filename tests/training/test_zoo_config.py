@@ -16,7 +16,7 @@ EVENTS = ["data.format=csv", "data.event_col=behavior"]
     (["train.negatives_per=user"], "train.negatives_per must be one of"),
     (["train.mask_prob=0"], "mask_prob"),
     (["model.name=gru4rec"], "model.name must be one of"),
-    (["model.name=bert4rec", *EVENTS], "causal encoder only"),
+    (["model.name=bert4rec", *EVENTS], "causal encoders only"),
     (["train.purchase_horizon=3"], "needs data.event_col"),
     (["eval.monitor=action_nll"], "needs data.event_col"),
     (["eval.monitor=action_f1", *EVENTS], "eval.monitor must be"),
