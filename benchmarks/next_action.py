@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,7 @@ BASELINES = {
     "purchase": ("base_rate", "rate_given_last_action", "logistic", "gbm"),
     "churn": ("recency", "logistic", "gbm"),
 }
+TAOBAO_FRACTIONS = (0.25, 0.5)  # the Taobao learning curve: the first quarter / half of its users, and all
 PLANTED_OVERRIDES = ["data.name=planted-behaviour", "data.names=[user_id,item_id,behavior,timestamp]",
                      "data.dedup=false"]
 
@@ -78,6 +80,26 @@ def run_planted(n_users: int) -> None:
     optimum = folder / "optimum.json"
     if not optimum.is_file():
         optimum.write_text(json.dumps(planted_optimum(folder / "run", n_users), indent=1))
+
+
+def run_taobao_subset(fraction: float) -> None:
+    """The config on the Taobao sample's first ``fraction`` of users (file order), whole
+    histories: training and test both shrink with the users (a learning curve in users)."""
+    import pandas as pd
+
+    from recsys.config import ExperimentConfig
+    from recsys.data.events import resolve_path
+
+    folder = RUNS / "taobao-sample" / f"users{fraction:g}"
+    folder.mkdir(parents=True, exist_ok=True)
+    events = folder / "events.csv"
+    if not events.is_file():
+        cfg = ExperimentConfig.from_yaml(CONFIG)
+        frame = pd.read_csv(resolve_path(cfg.data), header=None, names=list(cfg.data.names))
+        users = frame[cfg.data.user_col].drop_duplicates()
+        keep = set(users.iloc[: int(round(fraction * len(users)))])
+        frame[frame[cfg.data.user_col].isin(keep)].to_csv(events, header=False, index=False)
+    run_fit(folder / "run", [f"data.path={events}"])
 
 
 def planted_optimum(run: Path, n_users: int) -> dict:
@@ -147,8 +169,19 @@ def collect() -> dict:
         folder = planted_dir(n)
         if (folder / "optimum.json").is_file():
             e = _dataset_entry(folder / "run", json.loads((folder / "optimum.json").read_text()))
-            curve.append({"n_users_generated": n, **verdict_planted(e)})
+            curve.append({"n_users_generated": n, "n_events": e["dataset"]["n_events"], **verdict_planted(e)})
     out["planted_curve"] = curve
+    taobao_curve = []
+    for fraction in (*TAOBAO_FRACTIONS, 1.0):
+        run = RUNS / "taobao-sample" / ("run" if fraction == 1.0 else f"users{fraction:g}/run")
+        if (run / "metrics.json").is_file():
+            e = _dataset_entry(run)
+            p = e["predictors"]
+            taobao_curve.append({"fraction": fraction, "n_users": e["dataset"]["n_users"], **{
+                task: {k: p[task][k].get("log_loss" if task.startswith("next") else "roc_auc") for k in p[task]}
+                for task in TASKS if task in p}, "paired": e["paired"]})
+    out["taobao_curve"] = taobao_curve
+    out["needed"] = needed_size(curve)
     out["done_when"] = {}
     if "planted" in out["datasets"]:
         out["done_when"]["planted"] = verdict_planted(out["datasets"]["planted"])
@@ -179,6 +212,40 @@ def verdict_planted(e: dict) -> dict:
         base = max(p[task][k]["roc_auc"] for k in BASELINES[task] if k in p[task] and p[task][k]["roc_auc"])
         out[task] = {"optimum": best, "model": model, "best_baseline": base, "shortfall": best - model,
                      "met": best - model <= 0.02}
+    return out
+
+
+def needed_size(curve: list[dict]) -> dict:
+    """Users (and events) of a planted log at which the model would meet each bar, by a
+    power law fitted through the curve (log shortfall against log users, least squares):
+    next action, 1 - gap closed reaching 0.1; purchase and churn, the AUC shortfall reaching
+    0.02. ``None`` where the curve shows no improvement to extrapolate; the first size that
+    already meets a bar is reported as measured."""
+    out = {}
+    for task, bar in (("next_action", 0.1), ("next_action_given", 0.1), ("purchase", 0.02), ("churn", 0.02)):
+        points = [(c["n_users_generated"], c["n_events"] / c["n_users_generated"],
+                   1 - c[task]["gap_closed"] if task.startswith("next") else c[task]["shortfall"])
+                  for c in curve if task in c]
+        if not points:
+            continue
+        met = [p for p in points if p[2] <= bar]
+        if met:
+            n, per_user, _ = min(met)
+            out[task] = {"users": n, "events": round(n * per_user), "how": "measured"}
+            continue
+        fit = [(math.log(n), math.log(v)) for n, _, v in points if v > 0]
+        slope = None
+        if len(fit) >= 2:
+            xs, ys = zip(*fit)
+            mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+            sxx = sum((x - mx) ** 2 for x in xs)
+            slope = sum((x - mx) * (y - my) for x, y in fit) / sxx if sxx else None
+        if slope is None or slope >= 0:
+            out[task] = {"users": None, "events": None, "how": "no improvement with size to extrapolate"}
+            continue
+        n = math.exp(mx + (math.log(bar) - my) / slope)
+        per_user = points[-1][1]
+        out[task] = {"users": round(n), "events": round(n * per_user), "slope": slope, "how": "power-law extrapolation"}
     return out
 
 
@@ -270,7 +337,7 @@ def render(doc: dict) -> str:
                 f"{e['train_moments']:,} training moments. Epochs {e['epochs']} (best {e['best_epoch']}), "
                 f"train {e['train_s']} s; temperatures "
                 + (", ".join(f"{k} {v:.2f}" for k, v in (e.get("temperatures") or {}).items()) or "none")
-                + f"; code `{e.get('git_commit')}`.", ""]
+                + f"; code `{(e.get('git_commit') or 'unknown')[:12]}`.", ""]
         for task in TASKS:
             rows = e["predictors"].get(task)
             if not rows:
@@ -304,7 +371,36 @@ def render(doc: dict) -> str:
                         f"{r0['positive_rate']:.3f}."]
             out.append("")
     out += _curve(doc)
+    out += _taobao_curve(doc)
     return "\n".join(out) + "\n"
+
+
+def _taobao_curve(doc: dict) -> list[str]:
+    curve = doc.get("taobao_curve") or []
+    out = ["## Learning curve on the Taobao sample", ""]
+    if not curve:
+        return out + ["pending", ""]
+    out += ["The config on the sample's first quarter, half and all of its users (whole histories, the same "
+            "cuts): test log-loss of next action (model / logistic / Markov), model minus logistic with its "
+            "paired interval, and ROC-AUC of purchase and churn (model / best baseline).", "",
+            "| users | next action | model - logistic | given item | purchase AUC | churn AUC |",
+            "|---:|---|---|---|---|---|"]
+    for c in curve:
+        na, given = c.get("next_action", {}), c.get("next_action_given", {})
+        diff = c.get("paired", {}).get("next_action", {}).get("model - logistic")
+        pur, ch = c.get("purchase", {}), c.get("churn", {})
+
+        def best(d, names, pick=max):
+            vals = [d[k] for k in names if d.get(k) is not None]
+            return pick(vals) if vals else None
+
+        out.append(
+            f"| {c['n_users']:,} | {_f(na.get('model'), 4)} / {_f(na.get('logistic'), 4)} / {_f(na.get('action_markov'), 4)} | "
+            + ("n/a" if diff is None else f"{diff['difference']:+.4f} {_ci(diff['difference_ci'], 4)}")
+            + f" | {_f(given.get('model'), 4)} / {_f(best(given, BASELINES['next_action_given'], min), 4)}"
+            + f" | {_f(pur.get('model'), 4)} / {_f(best(pur, BASELINES['purchase']), 4)}"
+            + f" | {_f(ch.get('model'), 4)} / {_f(best(ch, BASELINES['churn']), 4)} |")
+    return out + [""]
 
 
 def _done_when(doc: dict) -> list[str]:
@@ -332,11 +428,16 @@ def _done_when(doc: dict) -> list[str]:
         for task in ("next_action", "next_action_given"):
             if task in t:
                 v = t[task]
+
+                def versus(name: str, label: str) -> str:
+                    r = v[name]
+                    how = ("better, intervals apart" if r["separated"] else
+                           "better, intervals overlap" if v["model"] < r["log_loss"] else "worse")
+                    return f"{label} {r['log_loss']:.4f} {_ci(r['ci'], 4)} ({how})"
+
                 out.append(f"- Taobao, {TASK_TITLES[task].lower()}: model log-loss {v['model']:.4f} "
-                           f"{_ci(v['model_ci'], 4)} vs repeat-last {v['repeat_last_action']['log_loss']:.4f} "
-                           f"{_ci(v['repeat_last_action']['ci'], 4)} and Markov {v['action_markov']['log_loss']:.4f} "
-                           f"{_ci(v['action_markov']['ci'], 4)}: "
-                           + ("**met** (intervals do not overlap)." if v["met"] else "**not met** (intervals overlap)."))
+                           f"{_ci(v['model_ci'], 4)} vs {versus('repeat_last_action', 'repeat-last')} and "
+                           f"{versus('action_markov', 'Markov')}: " + ("**met**." if v["met"] else "**not met**."))
         if "purchase" in t:
             v = t["purchase"]
             out.append(f"- Taobao, purchase ROC-AUC: model {v['model']:.4f} {_ci(v['model_ci'], 4)} vs the best "
@@ -370,16 +471,24 @@ def _curve(doc: dict) -> list[str]:
 
         out.append(f"| {c['n_users_generated']:,} | {gap('next_action')} | {gap('next_action_given')} | "
                    f"{short('purchase')} | {short('churn')} |")
+    needed = doc.get("needed") or {}
+    if needed:
+        out += ["", "Size at which the model would meet each planted bar (a power law through the curve's "
+                "shortfalls; events at the largest log's events per user):", ""]
+        for task, v in needed.items():
+            where = ("no estimate: " + v["how"]) if v["users"] is None else \
+                f"{v['users']:,} users ({v['events']:,} events), {v['how']}"
+            out.append(f"- {TASK_TITLES[task]}: {where}.")
     return out + [""]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="", help="comma-separated: taobao-sample, planted, curve")
+    parser.add_argument("--only", default="", help="comma-separated: taobao-sample, planted, curve, taobao-curve")
     parser.add_argument("--render", action="store_true", help="only rewrite the markdown from the JSON")
     args = parser.parse_args(argv)
     if not args.render:
-        only = set(args.only.split(",")) if args.only else {"taobao-sample", "planted", "curve"}
+        only = set(args.only.split(",")) if args.only else {"taobao-sample", "planted", "curve", "taobao-curve"}
         if "taobao-sample" in only:
             run_fit(RUNS / "taobao-sample" / "run", [])
         if "planted" in only:
@@ -387,6 +496,9 @@ def main(argv: list[str] | None = None) -> int:
         if "curve" in only:
             for n in CURVE_USERS:
                 run_planted(n)
+        if "taobao-curve" in only:
+            for fraction in TAOBAO_FRACTIONS:
+                run_taobao_subset(fraction)
         JSON_PATH.write_text(json.dumps(collect(), indent=1) + "\n")
     TABLE.write_text(render(json.loads(JSON_PATH.read_text())))
     print(f"wrote {TABLE.relative_to(ROOT)} and {JSON_PATH.relative_to(ROOT)}")

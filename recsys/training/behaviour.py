@@ -28,13 +28,15 @@ are those of the uncalibrated heads (the data the temperatures were fitted on).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
 from recsys.baselines.actions import action_markov, action_pairs, majority_class, purchase_rate_by_last_action, repeat_last
 from recsys.baselines.behaviour import EventLog, FeatureModel, history_features
 from recsys.config import ExperimentConfig
-from recsys.data.behaviour import Window, churn_snapshots, gaps, tail_moments
+from recsys.data.behaviour import Moments, Snapshots, Window, churn_snapshots, gaps, tail_moments
 from recsys.data.collate import gather_float_windows, gather_windows
 from recsys.data.datamodule import SeqDataModule
 from recsys.data.splits import cut_time
@@ -137,19 +139,33 @@ def stage_logits(module, dm: SeqDataModule, m, snaps) -> dict[str, np.ndarray]:
     return logits
 
 
-class BehaviourMonitor:
-    """``eval.monitor: behaviour_nll``: at each validation, the heads' mean log-loss on every
-    moment (and churn snapshot) of the validation window, summed over the heads the model
-    has (``tail_<head>_nll`` each): model selection on the protocol's own validation data."""
+MONITOR_MOMENTS = 8000  # the most validation moments BehaviourMonitor scores per epoch
 
-    def __init__(self, dm: SeqDataModule, cfg: ExperimentConfig) -> None:
+
+class BehaviourMonitor:
+    """``eval.monitor: behaviour_nll``: at each validation, the heads' mean log-loss on the
+    moments (and churn snapshots) of the validation window, summed over the heads the model
+    has (``tail_<head>_nll`` each): model selection on the protocol's own validation data.
+    Above ``MONITOR_MOMENTS`` moments it scores a fixed, seeded subset of users (all their
+    moments and snapshots) holding about that many, so an epoch's check stays cheap."""
+
+    def __init__(self, dm: SeqDataModule, cfg: ExperimentConfig, max_moments: int = MONITOR_MOMENTS) -> None:
         w = window(cfg, dm)
         purchase_id = dm.event_vocab.id(dm.purchase_event) if dm.purchase_horizon > 0 else None
         lo, hi = w.bounds("valid")
         self.dm = dm
-        self.m = tail_moments(dm.sequences, lo, hi, purchase_id, dm.purchase_horizon)
+        m = tail_moments(dm.sequences, lo, hi, purchase_id, dm.purchase_horizon)
         churn_s = cfg.train.churn_days * 86400.0
-        self.snaps = churn_snapshots(dm.sequences, lo, hi, churn_s) if churn_s > 0 else None
+        snaps = churn_snapshots(dm.sequences, lo, hi, churn_s) if churn_s > 0 else None
+        if len(m) > max_moments:  # users in a seeded order until the moments reach the cap
+            order = np.random.default_rng(cfg.seed).permutation(dm.sequences.n_users)
+            per_user = np.bincount(m.user, minlength=dm.sequences.n_users)[order]
+            chosen = np.zeros(dm.sequences.n_users, dtype=bool)
+            chosen[order[: int(np.searchsorted(np.cumsum(per_user), max_moments)) + 1]] = True
+            m = Moments(*(getattr(m, f.name)[chosen[m.user]] for f in dataclasses.fields(m)))
+            if snaps is not None:
+                snaps = Snapshots(*(getattr(snaps, f.name)[chosen[snaps.user]] for f in dataclasses.fields(snaps)))
+        self.m, self.snaps = m, snaps
 
     def __call__(self, module) -> dict[str, float]:
         logits, m = stage_logits(module, self.dm, self.m, self.snaps), self.m

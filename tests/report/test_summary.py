@@ -192,3 +192,15 @@ def test_next_action_is_rendered_from_the_result_files(tmp_path):
     assert verdict["gap_closed"] == pytest.approx(0.95) and verdict["met"]
     text = next_action.render({"datasets": {"planted": entry}, "done_when": {"planted": {"next_action": verdict}}})
     assert "| model | 0.5100 | [0.4000, 0.6000] |" in text and "closes 95.0%" in text and "`abc`" in text
+
+def test_next_action_size_estimate_follows_the_curves_power_law():
+    next_action = _next_action()
+    curve = [{"n_users_generated": n, "n_events": 60 * n, "purchase": {"shortfall": s},
+              "next_action_given": {"gap_closed": g}}
+             for n, s, g in ((800, 0.08, 0.95), (3200, 0.04, 0.97))]
+    needed = next_action.needed_size(curve)
+    # shortfall halves per 4x users (slope -1/2): 0.02 is reached at 4 x 3200 users
+    assert needed["purchase"]["users"] == 12800 and needed["purchase"]["events"] == 60 * 12800
+    assert needed["next_action_given"] == {"users": 800, "events": 48000, "how": "measured"}
+    flat = next_action.needed_size([{**c, "purchase": {"shortfall": 0.05}} for c in curve])
+    assert flat["purchase"]["users"] is None

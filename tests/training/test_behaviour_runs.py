@@ -190,3 +190,23 @@ def test_selection_on_the_validation_windows_log_loss(log, tmp_path):
     assert len(nll) == 3 and metrics(run)["best_epoch"] == min(nll, key=nll.get)
     parts = sum(float(rows[0][f"val/tail_{h}_nll"]) for h in ("action", "candidate", "purchase", "churn"))
     assert float(rows[0]["val/behaviour_nll"]) == pytest.approx(parts)
+
+
+def test_the_monitor_scores_a_seeded_subset_of_users_above_its_cap(log, tmp_path):
+    from recsys.training.behaviour import BehaviourMonitor
+    from recsys.training.build import build_datamodule
+
+    cfg = cfg_for(log, tmp_path, **_with(HEADS))
+    dm = build_datamodule(cfg)
+    whole = BehaviourMonitor(dm, cfg)
+    part = BehaviourMonitor(dm, cfg, max_moments=len(whole.m) // 3)
+    users = set(part.m.user.tolist())
+    assert len(whole.m) // 3 <= len(part.m) < len(whole.m)
+    # whole users: every moment and snapshot of a chosen user, none of the others
+    assert (np.bincount(part.m.user, minlength=60) == np.bincount(whole.m.user, minlength=60) * np.isin(
+        np.arange(60), list(users))).all()
+    full = np.bincount(whole.snaps.user, minlength=60)
+    kept = np.bincount(part.snaps.user, minlength=60)
+    assert ((kept == full) | (kept == 0)).all() and 0 < kept.sum() < full.sum()
+    again = BehaviourMonitor(dm, cfg, max_moments=len(whole.m) // 3)
+    assert np.array_equal(again.m.pos, part.m.pos)  # seeded
