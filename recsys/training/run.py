@@ -36,7 +36,8 @@ from recsys.data.vocab import Vocab
 from recsys.errors import ArtifactError, ConfigError
 from recsys.training.allocator import retain_freed_memory
 from recsys.training import behaviour
-from recsys.training.build import action_report, build_datamodule, build_module, is_baseline
+from recsys.training.actions import action_report
+from recsys.training.build import build_datamodule, build_module, is_baseline
 from recsys.training import console, loggers
 from recsys.training.callbacks import AtomicLastCheckpoint, EpochSeed, best_epoch
 from recsys.training.curves import write_curves
