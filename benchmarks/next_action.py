@@ -338,6 +338,10 @@ def render(doc: dict) -> str:
                 f"train {e['train_s']} s; temperatures "
                 + (", ".join(f"{k} {v:.2f}" for k, v in (e.get("temperatures") or {}).items()) or "none")
                 + f"; code `{(e.get('git_commit') or 'unknown')[:12]}`.", ""]
+        if "optimum" in e:
+            out += ["Users live until they churn, so no label is cut short by the log's end; **optimum** is the "
+                    "generator's exact probability on the same moments and snapshots "
+                    "(`recsys/data/synthetic_behaviour.py`; its tests check it against the sampler).", ""]
         for task in TASKS:
             rows = e["predictors"].get(task)
             if not rows:
