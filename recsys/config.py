@@ -96,6 +96,7 @@ LEGACY_VALUES: dict[tuple[str, str], Any] = {
     ("model", "ligr_ffn_mult"): 4,
     ("model", "time_gaps"): False,
     ("model", "item_relations"): False,
+    ("model", "history_summary"): False,
     ("model", "action_candidate"): False,
     ("model", "head_dropout"): 0.0,
     ("train", "head_weight_decay"): None,
@@ -176,6 +177,9 @@ class ModelConfig:
     that also reads the candidate next event (its item, the user's earlier actions on that
     item, the bucketed gap before it: ``recsys.nn.heads.CandidateActionHead``).
     ``head_dropout``: the action, purchase and churn heads' own dropout on the encoder state.
+    ``history_summary`` (with ``time_gaps``): the heads also read a few counts of the window
+    up to each position (actions, open carts, session length and age, the last gap:
+    ``recsys.nn.heads.history_summary``) beside the state, a wide part beside the deep one.
     ``recent_days``: window of the ``recent_popularity`` baseline, in days before the
     last training event (needs real timestamps). ``tied_output``: score items with the
     input item table (SASRec, BERT4Rec); off, a separate output table (the default of
@@ -233,6 +237,7 @@ class ModelConfig:
     use_actions: bool = True
     time_gaps: bool = False
     item_relations: bool = False
+    history_summary: bool = False
     action_candidate: bool = False
     head_dropout: float = 0.0
     recent_days: float = 7.0
@@ -578,6 +583,8 @@ def _validate(cfg: ExperimentConfig) -> None:
     need(cfg.train.item_loss_weight >= 0, "train.item_loss_weight must be >= 0")
     need(cfg.train.item_loss_weight > 0 or cfg.data.event_col is not None,
          "train.item_loss_weight = 0 leaves nothing to train without action heads (data.event_col)")
+    need(not cfg.model.history_summary or cfg.model.time_gaps,
+         "model.history_summary reads the time gaps: it needs model.time_gaps")
     need(cfg.train.churn_days == 0 or cfg.data.split == "temporal",
          "train.churn_days > 0 needs data.split: temporal (churn is trained and evaluated under a time split)")
     need(
