@@ -32,7 +32,7 @@ from recsys.config import ModelConfig
 from recsys.data.vocab import Vocab
 from recsys.errors import ArtifactError
 from recsys.nn.encoder import ENCODERS, build_encoder
-from recsys.nn.heads import ActionHeads, event_types
+from recsys.nn.heads import ActionHeads, event_types, summary_size
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -58,7 +58,8 @@ class ActionSpec:
     tokens (``recsys.nn.heads.event_tokens``), so requests carry timestamps (time gaps);
     ``relation_ids`` the (cart, purchase) action ids relations read. ``candidate``: a
     next-action head given the next event's item and time; ``churn_days`` > 0: a churn head,
-    P(no event in the next that many days).
+    P(no event in the next that many days). ``history_summary``: the heads also read
+    ``recsys.nn.heads.history_summary`` of the history (needs timestamps).
     """
 
     names: tuple[str, ...]
@@ -70,6 +71,7 @@ class ActionSpec:
     relation_ids: tuple[int, int] = (0, 0)
     candidate: bool = False
     churn_days: float = 0.0
+    history_summary: bool = False
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ class Artifact:
             raise ArtifactError("the artifact has action-head weights but no action types")
         a = self.actions
         heads = ActionHeads(self.model.dim, len(a.names), purchase=a.purchase_horizon > 0, candidate=a.candidate,
-                            churn=a.churn_days > 0)
+                            churn=a.churn_days > 0, summary=summary_size(len(a.names)) if a.history_summary else 0)
         try:
             heads.load_state_dict(self.heads_state, strict=True)
         except RuntimeError as exc:

@@ -61,6 +61,7 @@ def read_run(run_dir: str | Path, item_counts: np.ndarray | None = None) -> Arti
             relation_ids=relation_action_ids(names, cfg.train.purchase_event),
             candidate="candidate.out.weight" in heads,
             churn_days=cfg.train.churn_days if "churn.out.weight" in heads else 0.0,
+            history_summary=bool(cfg.model.history_summary),
         )
     return Artifact(
         model=cfg.model,

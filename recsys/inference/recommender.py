@@ -81,7 +81,7 @@ from recsys.inference.inputs import (
     encode_ids,
     unique_tokens,
 )
-from recsys.nn.heads import candidate_history, event_tokens, item_relations
+from recsys.nn.heads import candidate_history, event_tokens, history_summary, item_relations
 
 
 @dataclass(frozen=True)
@@ -698,7 +698,7 @@ class Recommender:
             raise EmptyHistoryError("next_action needs at least one known item in the history")
         with torch.inference_mode():
             state = self._user_states(batch)  # (1, D)
-            logits, purchase = self._heads(state)  # (1, E), (1,) | None
+            logits, purchase = self._heads(state, self._summary(batch))  # (1, E), (1,) | None
             if candidate is not None:
                 logits = self._candidate_logits(batch, state, np.array([candidate]),
                                                 np.array([float(at) - batch.last_time[0]]))
@@ -711,6 +711,14 @@ class Recommender:
             next_item=None if candidate is None else next_item,
         )
 
+    def _summary(self, batch: EncodedBatch) -> torch.Tensor | None:
+        """(B, S) the heads' wide features of each history (``model.history_summary``), or None."""
+        spec = self._actions
+        if not spec.history_summary:
+            return None
+        return history_summary(torch.from_numpy(batch.inputs), torch.from_numpy(batch.events),
+                               torch.from_numpy(batch.gaps), len(spec.names), *spec.relation_ids)[:, -1]
+
     def _candidate_logits(self, batch: EncodedBatch, state: torch.Tensor, tokens: np.ndarray,
                           gaps: np.ndarray) -> torch.Tensor:
         """(B, E) next-action logits given each row's next item (token) and gap (seconds)."""
@@ -718,12 +726,14 @@ class Recommender:
         history = candidate_history(torch.from_numpy(batch.inputs), torch.from_numpy(batch.events), items,
                                     len(self._actions.names))
         item = self._encoder.item_weights()[(items - 1).clamp(min=0)]
-        return self._heads.candidate_logits(state, item, history, torch.from_numpy(gaps.astype(np.float32)))
+        return self._heads.candidate_logits(state, item, history, torch.from_numpy(gaps.astype(np.float32)),
+                                            self._summary(batch))
 
-    def _known_states(self, batch: EncodedBatch) -> tuple[torch.Tensor, np.ndarray]:
-        """States of the histories with a known item, and which rows those are."""
-        known = ~batch.empty
-        return self._user_states(batch)[torch.from_numpy(known)], known
+    def _known_states(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray]:
+        """States (and summaries) of the histories with a known item, and which rows those are."""
+        known = torch.from_numpy(~batch.empty)
+        summary = self._summary(batch)
+        return self._user_states(batch)[known], None if summary is None else summary[known], known.numpy()
 
     def purchase_propensity(
         self, histories: Sequence[Sequence[str]], actions: Sequence[Sequence[str]] | None = None,
@@ -738,9 +748,9 @@ class Recommender:
         batch = self._encode(histories, actions, timestamps)
         out = np.full(len(batch.lengths), np.nan)
         with torch.inference_mode():
-            state, known = self._known_states(batch)
+            state, summary, known = self._known_states(batch)
             if known.any():
-                out[known] = self._heads(state)[1].sigmoid().double().numpy()
+                out[known] = self._heads(state, summary)[1].sigmoid().double().numpy()
         return out
 
     def churn_risk(
@@ -762,9 +772,9 @@ class Recommender:
             raise ValueError("now is before a history's newest event")
         out = np.full(len(batch.lengths), np.nan)
         with torch.inference_mode():
-            state, known = self._known_states(batch)
+            state, summary, known = self._known_states(batch)
             if known.any():
-                logit = self._heads.churn_logit(state, torch.from_numpy(elapsed[known].astype(np.float32)))
+                logit = self._heads.churn_logit(state, torch.from_numpy(elapsed[known].astype(np.float32)), summary)
                 out[known] = logit.sigmoid().double().numpy()
         return out
 

@@ -113,23 +113,62 @@ def candidate_history(inputs: torch.Tensor, events: torch.Tensor, candidates: to
     return torch.log1p(torch.einsum("bji,bie->bje", same.to(torch.float32), onehot))
 
 
+SESSION_GAP_S = 1800.0  # history_summary: a gap this long starts a new session (30 minutes)
+
+
+def summary_size(n_events: int) -> int:
+    """Width of ``history_summary``'s features."""
+    return n_events + 5
+
+
+def history_summary(inputs: torch.Tensor, events: torch.Tensor, gaps: torch.Tensor, n_events: int, cart_id: int,
+                    buy_id: int) -> torch.Tensor:
+    """(B, L, E + 5) counts of the window up to each position (causal), the heads' wide part
+    (``model.history_summary``): log(1 + events of each action), log(1 + open carts) (carts
+    of items not carted before, less buys that close one, as ``item_relations`` reads them),
+    log(1 + events in the current session) and log(1 + its age in seconds) (a gap of
+    ``SESSION_GAP_S`` or more starts a session), log(1 + the last gap) and log(1 + the
+    window's events). Padding positions get zeros. gaps: (B, L) seconds, nan = none."""
+    real = inputs != 0
+    onehot = F.one_hot(events.clamp(min=0), n_events + 1)[..., 1:].to(torch.float32)  # (B, L, E)
+    counts = onehot.cumsum(dim=1)
+    rel = item_relations(inputs, events, cart_id, buy_id)
+    opened = ((events == cart_id) & (rel < 2) & real).to(torch.float32).cumsum(dim=1)
+    closed = ((events == buy_id) & (rel == 2) & real).to(torch.float32).cumsum(dim=1)
+    g = torch.nan_to_num(gaps.to(torch.float32), nan=0.0)
+    start = real & (torch.isnan(gaps) | (gaps >= SESSION_GAP_S) | ~torch.roll(real, 1, dims=1))
+    L = inputs.shape[1]
+    index = torch.arange(L, device=inputs.device).expand_as(inputs)
+    last_start = torch.cummax(torch.where(start, index, torch.zeros_like(index)), dim=1).values
+    in_session = (index - last_start + 1).to(torch.float32)
+    elapsed = g.cumsum(dim=1)
+    age = elapsed - elapsed.gather(1, last_start)
+    seen = real.to(torch.float32).cumsum(dim=1)
+    parts = [counts, (opened - closed).clamp(min=0)[..., None], in_session[..., None], age[..., None],
+             g[..., None], seen[..., None]]
+    out = torch.log1p(torch.cat(parts, dim=-1))
+    return torch.where(real[..., None], out, torch.zeros_like(out))
+
+
 class CandidateActionHead(nn.Module):
     """Logits over the E actions of the next event given its candidate: the item's
     embedding ``e``, the user's earlier actions on it (``candidate_history``) and the
     bucketed gap before it. A small MLP on ``[h, e, h * e, history, gap]``: the product lets
     the state ask "is this item one I carted?", the history counts answer it exactly."""
 
-    def __init__(self, dim: int, n_events: int, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, n_events: int, dropout: float = 0.0, summary: int = 0) -> None:
         super().__init__()
         self.gap = nn.Embedding(N_GAP_BUCKETS, 16)
-        self.hidden = nn.Linear(3 * dim + n_events + 16, dim)
+        self.hidden = nn.Linear(3 * dim + n_events + 16 + summary, dim)
         self.out = nn.Linear(dim, n_events)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, state: torch.Tensor, item: torch.Tensor, history: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
-        """state, item: (..., D); history: (..., E); gap: (...) seconds -> (..., E) logits."""
+    def forward(self, state: torch.Tensor, item: torch.Tensor, history: torch.Tensor, gap: torch.Tensor,
+                summary: torch.Tensor | None = None) -> torch.Tensor:
+        """state, item: (..., D); history: (..., E); gap: (...) seconds; summary: (..., S)
+        (``history_summary``) when the head reads one -> (..., E) logits."""
         g = self.gap(gap_bucket(gap).to(state.device))
-        x = torch.cat([state, item, state * item, history, g], dim=-1)
+        x = torch.cat([state, item, state * item, history, g, *([] if summary is None else [summary])], dim=-1)
         return self.out(self.dropout(F.gelu(self.hidden(x))))
 
 
@@ -137,17 +176,18 @@ class ChurnHead(nn.Module):
     """One logit, "no event in the next T days", from the state at the last event and the
     bucketed time elapsed since it (``ELAPSED_EDGES_S``); T is a property of the labels."""
 
-    def __init__(self, dim: int, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, dropout: float = 0.0, summary: int = 0) -> None:
         super().__init__()
         self.elapsed = nn.Embedding(N_ELAPSED_BUCKETS, 16)
-        self.hidden = nn.Linear(dim + 16, dim)
+        self.hidden = nn.Linear(dim + 16 + summary, dim)
         self.out = nn.Linear(dim, 1)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, state: torch.Tensor, elapsed: torch.Tensor) -> torch.Tensor:
-        """state: (..., D); elapsed: (...) seconds -> (...) logits."""
+    def forward(self, state: torch.Tensor, elapsed: torch.Tensor, summary: torch.Tensor | None = None) -> torch.Tensor:
+        """state: (..., D); elapsed: (...) seconds; summary: (..., S) if read -> (...) logits."""
         e = self.elapsed(bucketize(elapsed, ELAPSED_EDGES_S).to(state.device))
-        return self.out(self.dropout(F.gelu(self.hidden(torch.cat([state, e], dim=-1))))).squeeze(-1)
+        x = torch.cat([state, e, *([] if summary is None else [summary])], dim=-1)
+        return self.out(self.dropout(F.gelu(self.hidden(x)))).squeeze(-1)
 
 
 class ActionHeads(nn.Module):
@@ -159,19 +199,21 @@ class ActionHeads(nn.Module):
     ``candidate`` (optional, ``CandidateActionHead``): next-action logits given the next
     event's item and gap. ``churn`` (optional, ``ChurnHead``): "no event in the next T days".
 
+    ``summary`` > 0 (``model.history_summary``): every head also reads that many summary
+    features of the window (``history_summary``) beside the state.
     ``dropout`` is the heads' own, applied to the state each head reads. Every head's logits
     are divided by its temperature ``exp(log_temperature[k])`` (``HEAD_NAMES`` order; 1 until
     ``calibrate`` fits them on validation, a buffer saved with the weights).
     """
 
     def __init__(self, dim: int, n_events: int, purchase: bool = False, candidate: bool = False,
-                 churn: bool = False, dropout: float = 0.0) -> None:
+                 churn: bool = False, dropout: float = 0.0, summary: int = 0) -> None:
         super().__init__()
-        self.n_events = n_events
-        self.action = nn.Linear(dim, n_events)
-        self.purchase = nn.Linear(dim, 1) if purchase else None
-        self.candidate = CandidateActionHead(dim, n_events, dropout) if candidate else None
-        self.churn = ChurnHead(dim, dropout) if churn else None
+        self.n_events, self.summary = n_events, summary
+        self.action = nn.Linear(dim + summary, n_events)
+        self.purchase = nn.Linear(dim + summary, 1) if purchase else None
+        self.candidate = CandidateActionHead(dim, n_events, dropout, summary) if candidate else None
+        self.churn = ChurnHead(dim, dropout, summary) if churn else None
         self.dropout = nn.Dropout(dropout)
         self.register_buffer("log_temperature", torch.zeros(len(HEAD_NAMES)))
 
@@ -183,20 +225,23 @@ class ActionHeads(nn.Module):
     def _scaled(self, logits: torch.Tensor, head: str) -> torch.Tensor:
         return logits / self.log_temperature[HEAD_NAMES.index(head)].exp()
 
-    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """hidden: (..., D) -> action logits (..., E) and purchase logits (...) or None."""
+    def forward(self, hidden: torch.Tensor, summary: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden: (..., D) (and summary (..., S) for heads that read one) -> action logits
+        (..., E) and purchase logits (...) or None."""
         h = self.dropout(hidden)
+        if summary is not None:
+            h = torch.cat([h, summary], dim=-1)
         purchase = self._scaled(self.purchase(h).squeeze(-1), "purchase") if self.purchase is not None else None
         return self._scaled(self.action(h), "action"), purchase
 
     def candidate_logits(self, hidden: torch.Tensor, item: torch.Tensor, history: torch.Tensor,
-                         gap: torch.Tensor) -> torch.Tensor:
+                         gap: torch.Tensor, summary: torch.Tensor | None = None) -> torch.Tensor:
         """(..., E) next-action logits given the candidate (``CandidateActionHead``)."""
-        return self._scaled(self.candidate(self.dropout(hidden), item, history, gap), "candidate")
+        return self._scaled(self.candidate(self.dropout(hidden), item, history, gap, summary), "candidate")
 
-    def churn_logit(self, hidden: torch.Tensor, elapsed: torch.Tensor) -> torch.Tensor:
+    def churn_logit(self, hidden: torch.Tensor, elapsed: torch.Tensor, summary: torch.Tensor | None = None) -> torch.Tensor:
         """(...) logits of "no event in the next T days" after ``elapsed`` quiet seconds."""
-        return self._scaled(self.churn(self.dropout(hidden), elapsed), "churn")
+        return self._scaled(self.churn(self.dropout(hidden), elapsed, summary), "churn")
 
     def set_temperature(self, head: str, temperature: float) -> None:
         self.log_temperature[HEAD_NAMES.index(head)] = math.log(temperature)

@@ -41,7 +41,7 @@ from recsys.data.collate import gather_float_windows, gather_windows
 from recsys.data.datamodule import SeqDataModule
 from recsys.data.splits import cut_time
 from recsys.eval.behaviour import binary_report, next_action_report, paired_log_loss_difference, per_moment_nll
-from recsys.nn.heads import candidate_history, event_tokens, fit_temperature, item_relations
+from recsys.nn.heads import candidate_history, event_tokens, fit_temperature, history_summary, item_relations
 from recsys.types import NO_LABEL, PAD_ID
 
 N_RESAMPLES = 1000  # user-bootstrap resamples of the test intervals
@@ -84,7 +84,11 @@ def model_logits(module, dm: SeqDataModule, pos: np.ndarray, start: np.ndarray,
             rel = item_relations(inputs, events, *settings.relation_ids) if settings.item_relations else None
             read = event_tokens(events, heads.n_events, g, rel)
         state = encoder.last_state(inputs, read if encoder.event_emb is not None else None)  # (B, D)
-        action, purchase = heads(state)
+        summary = None
+        if settings.history_summary:
+            g = torch.from_numpy(gather_float_windows(gap_of, start[rows], stop, dm.max_len))
+            summary = history_summary(inputs, events, g, heads.n_events, *settings.relation_ids)[:, -1]  # (B, S)
+        action, purchase = heads(state, summary)
         parts = {"action": action}
         if purchase is not None:
             parts["purchase"] = purchase
@@ -92,9 +96,9 @@ def model_logits(module, dm: SeqDataModule, pos: np.ndarray, start: np.ndarray,
             item = torch.from_numpy(candidate[0][rows])
             history = candidate_history(inputs, events, item, heads.n_events)  # (B, E)
             parts["candidate"] = heads.candidate_logits(state, encoder.item_weights()[(item - 1).clamp(min=0)],
-                                                        history, torch.from_numpy(candidate[1][rows]))
+                                                        history, torch.from_numpy(candidate[1][rows]), summary)
         if elapsed is not None and heads.churn is not None:
-            parts["churn"] = heads.churn_logit(state, torch.from_numpy(elapsed[rows]))
+            parts["churn"] = heads.churn_logit(state, torch.from_numpy(elapsed[rows]), summary)
         for k, v in parts.items():
             out.setdefault(k, []).append(v.double().numpy())
     module.train(was_training)

@@ -16,7 +16,7 @@ from recsys.data.datamodule import SeqDataModule
 from recsys.data.sequences import EventVocab
 from recsys.data.vocab import Vocab
 from recsys.nn.encoder import ENCODERS, build_encoder
-from recsys.nn.heads import ActionHeads, event_types
+from recsys.nn.heads import ActionHeads, event_types, summary_size
 from recsys.nn.losses import LOSSES, NEGATIVES_NONE
 from recsys.training.module import BaselineModule, RankingModule, SeqRecModule, TrainSettings
 from recsys.training.negatives import NegativeSampler
@@ -76,6 +76,7 @@ def build_module(cfg: ExperimentConfig, dm: SeqDataModule) -> RankingModule:
         counts = torch.from_numpy(dm.train_item_counts()) if t.sampler == "popularity" else None
         sampler = NegativeSampler(t.sampler, n_items, seed=cfg.seed, item_counts=counts)
     heads = ActionHeads(cfg.model.dim, n_events, purchase=t.purchase_horizon > 0, candidate=cfg.model.action_candidate,
-                        churn=t.churn_days > 0, dropout=cfg.model.head_dropout) if n_events else None
+                        churn=t.churn_days > 0, dropout=cfg.model.head_dropout,
+                        summary=summary_size(n_events) if cfg.model.history_summary else 0) if n_events else None
     settings = TrainSettings.from_config(cfg, event_names=dm.event_vocab.names if n_events else ())
     return SeqRecModule(encoder, settings, sampler=sampler, heads=heads)

@@ -28,7 +28,14 @@ from recsys.config import ExperimentConfig
 from recsys.eval.actions import next_action_metrics, purchase_metrics
 from recsys.eval.metrics import summarise
 from recsys.eval.ranking import mask_seen, target_ranks
-from recsys.nn.heads import ActionHeads, candidate_history, event_tokens, item_relations, relation_action_ids
+from recsys.nn.heads import (
+    ActionHeads,
+    candidate_history,
+    event_tokens,
+    history_summary,
+    item_relations,
+    relation_action_ids,
+)
 from recsys.nn.losses import LOSSES, NEGATIVES_NONE, NEGATIVES_ONE, Mixture, action_ce, purchase_bce
 from recsys.training.negatives import NegativeSampler
 from recsys.types import NO_LABEL, PAD_ID, Batch, EvalBatch
@@ -192,6 +199,7 @@ class TrainSettings:
     item_relations: bool = False
     relation_ids: tuple[int, int] = (0, 0)  # (cart, purchase) action ids that item_relations reads
     item_loss_weight: float = 1.0  # 0: the heads' losses only (no catalogue softmax)
+    history_summary: bool = False  # the heads read recsys.nn.heads.history_summary beside the state
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -224,6 +232,7 @@ class TrainSettings:
             item_relations=cfg.model.item_relations and cfg.model.use_actions,
             relation_ids=relation_action_ids(event_names, t.purchase_event),
             item_loss_weight=t.item_loss_weight,
+            history_summary=cfg.model.history_summary,
         )
 
 
@@ -284,6 +293,13 @@ class SeqRecModule(RankingModule):
         relations = item_relations(batch["inputs"], events, *s.relation_ids) if s.item_relations else None
         return event_tokens(events, self.heads.n_events, batch["gaps"] if s.time_gaps else None, relations)
 
+    def summary(self, batch: Batch | EvalBatch) -> torch.Tensor | None:
+        """(B, L, S) the heads' wide features of the window (``model.history_summary``), or None."""
+        if not self.settings.history_summary:
+            return None
+        return history_summary(batch["inputs"], batch["events"], batch["gaps"], self.heads.n_events,
+                               *self.settings.relation_ids)
+
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One training step's loss terms, each the mean over its own positions: ``item``
         and, with action heads, ``action`` (and ``purchase``, ``candidate``, ``churn`` if
@@ -310,27 +326,30 @@ class SeqRecModule(RankingModule):
         terms = {"item": self._item_loss(hidden, targets, mixture) if self.settings.item_loss_weight > 0
                  else hidden.sum() * 0.0}
         if self.heads is not None:
-            action_logits, purchase_logits = self.heads(hidden)  # (B, L, E), (B, L) | None
+            summary = self.summary(batch)  # (B, L, S) | None
+            action_logits, purchase_logits = self.heads(hidden, summary)  # (B, L, E), (B, L) | None
             terms["action"] = action_ce(action_logits, batch["next_events"])
             if purchase_logits is not None:
                 terms["purchase"] = purchase_bce(purchase_logits, batch["purchase"])
             if self.heads.candidate is not None:
-                terms["candidate"] = self._candidate_loss(hidden, batch)
+                terms["candidate"] = self._candidate_loss(hidden, batch, summary)
             if self.heads.churn is not None:
                 label = batch["churn_label"]
                 keep = label != NO_LABEL
-                logits = self.heads.churn_logit(hidden[keep], batch["churn_elapsed"][keep])  # (N,)
+                logits = self.heads.churn_logit(hidden[keep], batch["churn_elapsed"][keep],
+                                                None if summary is None else summary[keep])  # (N,)
                 terms["churn"] = purchase_bce(logits, label[keep])
         return terms
 
-    def _candidate_loss(self, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def _candidate_loss(self, hidden: torch.Tensor, batch: Batch, summary: torch.Tensor | None = None) -> torch.Tensor:
         """Next-action CE of the candidate head: at each position the candidate is the true
         next event (its item ``targets``, its gap ``next_gaps``). hidden: (B, L, D)."""
         nxt, cand = batch["next_events"], batch["targets"]
         keep = nxt != PAD_ID
         history = candidate_history(batch["inputs"], batch["events"], cand, self.heads.n_events)  # (B, L, E)
         item = self.encoder.item_weights()[(cand[keep] - 1).clamp(min=0)]  # (N, D)
-        logits = self.heads.candidate_logits(hidden[keep], item, history[keep], batch["next_gaps"][keep])
+        logits = self.heads.candidate_logits(hidden[keep], item, history[keep], batch["next_gaps"][keep],
+                                             None if summary is None else summary[keep])
         return action_ce(logits, nxt[keep])
 
     def total_loss(self, terms: Mapping[str, torch.Tensor], shares: Sequence[float] = (1.0,) * 5) -> torch.Tensor:
@@ -419,7 +438,8 @@ class SeqRecModule(RankingModule):
             return
         # one encoder pass serves the ranks and the action heads' outputs
         state = self.encoder.last_state(batch["inputs"], self.encoder_events(batch))  # (B, D)
-        action_logits, purchase_logits = self.heads(state)
+        summary = self.summary(batch)
+        action_logits, purchase_logits = self.heads(state, None if summary is None else summary[:, -1])
         out = {
             "probs": action_logits.softmax(dim=-1),
             "targets": batch["next_events"] - 1,

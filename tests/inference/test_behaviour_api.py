@@ -43,7 +43,7 @@ def run(tmp_path_factory) -> Path:
                  "split_valid_quantile": 0.6, "split_quantile": 0.8},
         "model": {"dim": 16, "n_blocks": 1, "n_heads": 1, "max_len": 8, "dropout": 0.0, "use_positions": False,
                   "dropout_sampler": "bernoulli", "transition_lags": 0, "time_gaps": True, "item_relations": True,
-                  "action_candidate": True},
+                  "history_summary": True, "action_candidate": True},
         "train": {"batch_size": 32, "lr": 0.01, "max_epochs": 2, "progress_bar": False, "num_threads": 1,
                   "loss": "ce", "length_groups": 1, "logit_precision": "fp32", "encoder_precision": "fp32",
                   "purchase_horizon": 2, "churn_days": 0.5, "calibrate": True},

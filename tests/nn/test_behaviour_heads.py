@@ -94,3 +94,21 @@ def test_item_relations_by_hand():
     # 7 seen (its cart is this very event, not an earlier one)
     assert item_relations(inputs, events, CART, BUY).tolist() == [[0, 0, 1, 0, 2, 1, 1]]
     assert item_relations(inputs, events, 0, 0).tolist() == [[0, 0, 1, 0, 1, 1, 1]]  # no cart action
+
+
+def test_history_summary_by_hand():
+    from recsys.nn.heads import history_summary, summary_size
+
+    CART, BUY, VIEW = 2, 3, 1
+    inputs = torch.tensor([[0, 5, 5, 7, 5]])
+    events = torch.tensor([[0, VIEW, CART, CART, BUY]])
+    gaps = torch.tensor([[NAN, NAN, 60.0, 7200.0, 30.0]])
+    s = torch.expm1(history_summary(inputs, events, gaps, 3, CART, BUY))[0]
+    assert s.shape == (5, summary_size(3)) and (s[0] == 0).all()  # padding
+    counts, open_carts, in_session, age, gap, seen = s[:, :3], s[:, 3], s[:, 4], s[:, 5], s[:, 6], s[:, 7]
+    assert counts.round().tolist() == [[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 2, 0], [1, 2, 1]]
+    assert open_carts.round().tolist() == [0, 0, 1, 2, 1]  # the buy of 5 closes 5's cart
+    assert in_session.round().tolist() == [0, 1, 2, 1, 2]  # the 2 h gap starts a session
+    assert age.tolist() == pytest.approx([0, 0, 60, 0, 30], abs=1e-3)
+    assert gap.tolist() == pytest.approx([0, 0, 60, 7200, 30], rel=1e-5)
+    assert seen.round().tolist() == [0, 1, 2, 3, 4]

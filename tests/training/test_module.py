@@ -136,7 +136,8 @@ def test_settings_take_every_value_from_the_config():
         "train.negatives_per=position", "train.logq_correction=false", "train.action_loss_weight=0.25",
         "train.purchase_loss_weight=0.75", "train.length_groups=3", "train.encoder_precision=bf16",
         "train.gbce_t=0.5", "eval.ks=[2,7]", "eval.monitor=ndcg@7", "eval.exclude_seen=true",
-        "data.event_col=behavior", "model.time_gaps=true", "model.item_relations=true", "train.churn_loss_weight=0.3",
+        "data.event_col=behavior", "model.time_gaps=true", "model.item_relations=true",
+        "model.history_summary=true", "train.churn_loss_weight=0.3",
         "train.head_weight_decay=0.01", "train.item_loss_weight=0.5"])
     s = TrainSettings.from_config(cfg, event_names=["view", "buy", "cart"])
     defaults = TrainSettings()
