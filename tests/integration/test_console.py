@@ -105,13 +105,22 @@ def test_a_run_whose_data_fails_leaves_no_directory(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT, signal.SIGTERM])
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_prints_the_resume_command_and_it_works(data, tmp_path, sig):
     run = tmp_path / "my run"  # a space: the hint must quote it
     partial = rundir.partial_dir(run)
     err = (tmp_path / "stderr.txt").open("w")
+    # the child starts with SIGINT at its default, as from a shell: a disposition of SIG_IGN or a
+    # blocked SIGINT in this process (Lightning ignores SIGINT after an in-process interrupt)
+    # would be inherited across exec, and Python would then never raise KeyboardInterrupt
     proc = subprocess.Popen([EXE, "fit", "--config", str(_config(tmp_path, data, 12, progress_bar=False)),
-                             "--run-dir", str(run)], stdout=subprocess.DEVNULL, stderr=err)
+                             "--run-dir", str(run)], stdout=subprocess.DEVNULL, stderr=err,
+                            preexec_fn=_default_signals)
     deadline = time.time() + 600
     while not rundir.has_last_checkpoint(partial):  # interrupt after the first epoch
         assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
