@@ -177,9 +177,10 @@ class ModelConfig:
     that also reads the candidate next event (its item, the user's earlier actions on that
     item, the bucketed gap before it: ``recsys.nn.heads.CandidateActionHead``).
     ``head_dropout``: the action, purchase and churn heads' own dropout on the encoder state.
-    ``history_summary`` (with ``time_gaps``): the heads also read a few counts of the window
-    up to each position (actions, open carts, session length and age, the last gap:
-    ``recsys.nn.heads.history_summary``) beside the state, a wide part beside the deep one.
+    ``history_summary`` (with ``time_gaps``): the heads also read the user's state after each
+    position (last action, which of the latest carts are still open, session length and age:
+    ``recsys.nn.heads.history_summary``) beside the encoder's, and the action and purchase
+    heads get one hidden layer (``recsys.nn.heads.SummaryMLP``) to combine them.
     ``recent_days``: window of the ``recent_popularity`` baseline, in days before the
     last training event (needs real timestamps). ``tied_output``: score items with the
     input item table (SASRec, BERT4Rec); off, a separate output table (the default of
