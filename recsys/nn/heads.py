@@ -114,27 +114,32 @@ def candidate_history(inputs: torch.Tensor, events: torch.Tensor, candidates: to
 
 
 SESSION_GAP_S = 1800.0  # history_summary: a gap this long starts a new session (30 minutes)
+RECENT_CARTS = 4  # history_summary: how many of the latest carts it reports open or closed
 
 
 def summary_size(n_events: int) -> int:
     """Width of ``history_summary``'s features."""
-    return n_events + 5
+    return n_events + RECENT_CARTS + 3
 
 
 def history_summary(inputs: torch.Tensor, events: torch.Tensor, gaps: torch.Tensor, n_events: int, cart_id: int,
                     buy_id: int) -> torch.Tensor:
-    """(B, L, E + 5) counts of the window up to each position (causal), the heads' wide part
-    (``model.history_summary``): log(1 + events of each action), log(1 + open carts) (carts
-    of items not carted before, less buys that close one, as ``item_relations`` reads them),
-    log(1 + events in the current session) and log(1 + its age in seconds) (a gap of
-    ``SESSION_GAP_S`` or more starts a session), log(1 + the last gap) and log(1 + the
-    window's events). Padding positions get zeros. gaps: (B, L) seconds, nan = none."""
+    """(B, L, E + RECENT_CARTS + 3) the user's state after each position (causal), the
+    features the heads read beside the encoder's (``model.history_summary``): what an
+    attention average over the window cannot count, and nothing that grows with the length
+    of the history (a head fitted on the short histories of the training period then reads
+    the long ones of the test period alike):
+
+    - the last action (one-hot);
+    - the latest carts: for k = 1 .. ``RECENT_CARTS``, 1 if any of the user's last k carts
+      is still open (no buy of its item since), and log(1 + how many of the last
+      ``RECENT_CARTS`` are open): a recent open cart is what a purchase follows;
+    - log(1 + events in the current session) and log(1 + its age in seconds) (a gap of
+      ``SESSION_GAP_S`` or more starts a session).
+
+    Padding positions get zeros. gaps: (B, L) seconds, nan = none."""
     real = inputs != 0
-    onehot = F.one_hot(events.clamp(min=0), n_events + 1)[..., 1:].to(torch.float32)  # (B, L, E)
-    counts = onehot.cumsum(dim=1)
-    rel = item_relations(inputs, events, cart_id, buy_id)
-    opened = ((events == cart_id) & (rel < 2) & real).to(torch.float32).cumsum(dim=1)
-    closed = ((events == buy_id) & (rel == 2) & real).to(torch.float32).cumsum(dim=1)
+    last = F.one_hot(events.clamp(min=0), n_events + 1)[..., 1:].to(torch.float32)  # (B, L, E)
     g = torch.nan_to_num(gaps.to(torch.float32), nan=0.0)
     start = real & (torch.isnan(gaps) | (gaps >= SESSION_GAP_S) | ~torch.roll(real, 1, dims=1))
     L = inputs.shape[1]
@@ -143,11 +148,41 @@ def history_summary(inputs: torch.Tensor, events: torch.Tensor, gaps: torch.Tens
     in_session = (index - last_start + 1).to(torch.float32)
     elapsed = g.cumsum(dim=1)
     age = elapsed - elapsed.gather(1, last_start)
-    seen = real.to(torch.float32).cumsum(dim=1)
-    parts = [counts, (opened - closed).clamp(min=0)[..., None], in_session[..., None], age[..., None],
-             g[..., None], seen[..., None]]
-    out = torch.log1p(torch.cat(parts, dim=-1))
+    recent = recent_open_carts(inputs, events, cart_id, buy_id)  # (B, L, K)
+    parts = [last, (recent.cumsum(dim=-1) > 0).to(torch.float32),
+             torch.log1p(torch.stack([recent.sum(dim=-1), in_session, age], dim=-1))]
+    out = torch.cat(parts, dim=-1)
     return torch.where(real[..., None], out, torch.zeros_like(out))
+
+
+def recent_open_carts(inputs: torch.Tensor, events: torch.Tensor, cart_id: int, buy_id: int,
+                      k: int = RECENT_CARTS) -> torch.Tensor:
+    """(B, L, k) after each position i, column c: 1 if the user's (c + 1)-th latest cart
+    up to i is still open (no buy of its item after it, up to i), else 0 (also: no such cart)."""
+    L = inputs.shape[1]
+    cart = (events == cart_id) & (inputs != 0)  # (B, L)
+    same = inputs[:, :, None] == inputs[:, None, :]  # (B, j, m)
+    later = torch.ones(L, L, dtype=torch.bool, device=inputs.device).triu(1)  # (j, m): m > j
+    closes = (same & later & (events == buy_id)[:, None, :]).to(torch.float32).cumsum(dim=2)  # (B, j, i)
+    open_at = cart[:, :, None] & (closes == 0) & later.logical_not().transpose(0, 1)  # (B, j, i): j <= i, not bought
+    carts_cum = cart.to(torch.float32).cumsum(dim=1)  # (B, L)
+    rank = carts_cum[:, None, :] - carts_cum[:, :, None]  # (B, j, i): carts in (j, i]: 0 = the latest
+    cols = [(open_at & (rank == c)).any(dim=1).to(torch.float32) for c in range(k)]
+    return torch.stack(cols, dim=-1)  # (B, L, k)
+
+
+class SummaryMLP(nn.Linear):
+    """The action or purchase head on the state and the window's summary: the linear head
+    (its ``weight`` and ``bias``) behind one hidden layer, so the summary's parts combine
+    (last action x open carts x session length) instead of adding up."""
+
+    def __init__(self, dim: int, summary: int, n_out: int) -> None:
+        super().__init__(dim, n_out)
+        self.hidden = nn.Linear(dim + summary, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., D + S) -> (..., n_out) logits."""
+        return super().forward(F.gelu(self.hidden(x)))
 
 
 class CandidateActionHead(nn.Module):
@@ -200,7 +235,8 @@ class ActionHeads(nn.Module):
     event's item and gap. ``churn`` (optional, ``ChurnHead``): "no event in the next T days".
 
     ``summary`` > 0 (``model.history_summary``): every head also reads that many summary
-    features of the window (``history_summary``) beside the state.
+    features of the window (``history_summary``) beside the state, and the action and
+    purchase heads become ``SummaryMLP`` (one hidden layer) instead of linear.
     ``dropout`` is the heads' own, applied to the state each head reads. Every head's logits
     are divided by its temperature ``exp(log_temperature[k])`` (``HEAD_NAMES`` order; 1 until
     ``calibrate`` fits them on validation, a buffer saved with the weights).
@@ -210,8 +246,10 @@ class ActionHeads(nn.Module):
                  churn: bool = False, dropout: float = 0.0, summary: int = 0) -> None:
         super().__init__()
         self.n_events, self.summary = n_events, summary
-        self.action = nn.Linear(dim + summary, n_events)
-        self.purchase = nn.Linear(dim + summary, 1) if purchase else None
+        # with a summary the two are small MLPs (``SummaryMLP``); without one, linear as before
+        head = (lambda n_out: SummaryMLP(dim, summary, n_out)) if summary else (lambda n_out: nn.Linear(dim, n_out))
+        self.action = head(n_events)
+        self.purchase = head(1) if purchase else None
         self.candidate = CandidateActionHead(dim, n_events, dropout, summary) if candidate else None
         self.churn = ChurnHead(dim, dropout, summary) if churn else None
         self.dropout = nn.Dropout(dropout)

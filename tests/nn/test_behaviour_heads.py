@@ -97,18 +97,45 @@ def test_item_relations_by_hand():
 
 
 def test_history_summary_by_hand():
-    from recsys.nn.heads import history_summary, summary_size
+    from recsys.nn.heads import RECENT_CARTS, history_summary, recent_open_carts, summary_size
 
     CART, BUY, VIEW = 2, 3, 1
-    inputs = torch.tensor([[0, 5, 5, 7, 5]])
-    events = torch.tensor([[0, VIEW, CART, CART, BUY]])
-    gaps = torch.tensor([[NAN, NAN, 60.0, 7200.0, 30.0]])
-    s = torch.expm1(history_summary(inputs, events, gaps, 3, CART, BUY))[0]
-    assert s.shape == (5, summary_size(3)) and (s[0] == 0).all()  # padding
-    counts, open_carts, in_session, age, gap, seen = s[:, :3], s[:, 3], s[:, 4], s[:, 5], s[:, 6], s[:, 7]
-    assert counts.round().tolist() == [[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 2, 0], [1, 2, 1]]
-    assert open_carts.round().tolist() == [0, 0, 1, 2, 1]  # the buy of 5 closes 5's cart
-    assert in_session.round().tolist() == [0, 1, 2, 1, 2]  # the 2 h gap starts a session
-    assert age.tolist() == pytest.approx([0, 0, 60, 0, 30], abs=1e-3)
-    assert gap.tolist() == pytest.approx([0, 0, 60, 7200, 30], rel=1e-5)
-    assert seen.round().tolist() == [0, 1, 2, 3, 4]
+    inputs = torch.tensor([[0, 5, 5, 7, 5, 8, 9, 8]])
+    events = torch.tensor([[0, VIEW, CART, CART, BUY, CART, CART, BUY]])
+    gaps = torch.tensor([[NAN, NAN, 60.0, 7200.0, 30.0, 5.0, 5.0, 5.0]])
+    # the latest carts, newest first: 1 = still open (no buy of its item since)
+    assert recent_open_carts(inputs, events, CART, BUY)[0].tolist() == [
+        [0, 0, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0],  # the buy of 5 closes 5's cart
+        [1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 1, 0]]  # carts 5 7 8 9; the buy of 8 closes 8's
+    s = history_summary(inputs, events, gaps, 3, CART, BUY)[0]
+    assert s.shape == (8, summary_size(3)) == (8, 3 + RECENT_CARTS + 3) and (s[0] == 0).all()  # padding
+    last, any_open, rest = s[:, :3], s[:, 3:7], torch.expm1(s[:, 7:])
+    assert last.tolist() == [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 0, 1], [0, 1, 0], [0, 1, 0], [0, 0, 1]]
+    assert any_open.tolist() == [[0] * 4, [0] * 4, [1] * 4, [1] * 4, [1] * 4, [1] * 4, [1] * 4, [1] * 4]
+    n_open, in_session, age = rest[:, 0], rest[:, 1], rest[:, 2]
+    assert n_open.round().tolist() == [0, 0, 1, 2, 1, 2, 3, 2]
+    assert in_session.round().tolist() == [0, 1, 2, 1, 2, 3, 4, 5]  # the 2 h gap starts a session
+    assert age.tolist() == pytest.approx([0, 0, 60, 0, 30, 35, 40, 45], abs=1e-3)
+    # only the latest carts count: the oldest of five carts, still open, is not "recent"
+    inputs = torch.tensor([[1, 2, 3, 4, 5, 2, 3, 4, 5]])
+    events = torch.tensor([[CART, CART, CART, CART, CART, BUY, BUY, BUY, BUY]])
+    s = history_summary(inputs, events, torch.full((1, 9), 5.0), 3, CART, BUY)[0]
+    assert s[-1, 3:7].tolist() == [0, 0, 0, 0] and s[4, 3:7].tolist() == [1, 1, 1, 1]
+
+
+def test_with_a_summary_the_action_head_combines_its_features():
+    # next action = XOR of two summary features (the state says nothing): a linear head on
+    # [state, summary] cannot fit it, the SummaryMLP one can
+    torch.manual_seed(0)
+    x = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]).repeat(16, 1)
+    y = (x[:, 0] != x[:, 1]).long()
+    for summary, fits in ((2, True), (0, False)):
+        heads = ActionHeads(8, 2, summary=summary)
+        opt = torch.optim.Adam(heads.parameters(), lr=0.03)
+        state = torch.zeros(len(x), 8) if summary else torch.cat([x, torch.zeros(len(x), 6)], dim=1)
+        for _ in range(300):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(heads(state, x if summary else None)[0], y)
+            loss.backward()
+            opt.step()
+        assert (heads(state, x if summary else None)[0].argmax(-1) == y).all().item() is fits
