@@ -33,7 +33,9 @@ Runs:
   as ``recsys fit`` reads it; library defaults with ``train.loss=sampled`` (full CE over a
   million items takes minutes an epoch on one thread) and max length 50.
 
-``before`` runs the library with ``train.trim_memory=false`` (no trim, oneDNN's kernel
+``jemalloc`` runs the library as shipped with jemalloc preloaded, as the ``recsys`` command
+does where it finds the library (``recsys.training.preload``; skipped where none is found:
+``RECSYS_JEMALLOC`` names one). ``before`` runs the library with ``train.trim_memory=false`` (no trim, oneDNN's kernel
 caches at their default 1,024 entries: the library before issue 19); ``trim only`` with
 the trim but the caches' default capacities named in the environment; ``after`` as
 shipped (trim, caches capped by ``recsys.training.allocator.bound_kernel_caches``). Each finished variant is merged into ``--json``
@@ -71,6 +73,7 @@ from speed import ISSUE_SETTINGS, defaults_config  # noqa: E402  (the shape of s
 
 from recsys.config import ExperimentConfig  # noqa: E402
 from recsys.training.allocator import KERNEL_CACHE_CAPACITY  # noqa: E402
+from recsys.training.preload import jemalloc_library, preload_env  # noqa: E402
 from recsys.training.provenance import git_commit  # noqa: E402
 
 LARGE_ITEMS, LARGE_USERS, LARGE_EVENTS = 1_000_000, 500, 12_000  # 6M events: ~99.75% of the items occur
@@ -78,7 +81,8 @@ DEFAULT_CACHES = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024", "LRU_CACHE_CAPACITY
 STATES = {  # state -> (config overrides, environment of the measured process)
     "before": (["train.trim_memory=false"], {}),  # no trim, kernel caches at their defaults
     "trim only": ([], DEFAULT_CACHES),  # the trim, with the caches' default capacities named
-    "after": ([], {}),  # as shipped: trim and capped kernel caches
+    "after": ([], {}),  # as shipped under glibc: trim and capped kernel caches
+    "jemalloc": ([], None),  # as shipped where jemalloc is found: the above, malloc from jemalloc
 }
 DATASETS = ("ml-1m-partial", "1m-items")
 VARIANTS = [f"{d}, {s}" for d in DATASETS for s in STATES]
@@ -185,7 +189,9 @@ def markdown_memory(doc: dict) -> list[str]:
              "before issue 19; `trim only`: `malloc_trim(0)` before validation and at each epoch's end, oneDNN's "
              "kernel caches at their default 1,024 entries; `after`: the trim and both kernel caches capped at "
              f"{KERNEL_CACHE_CAPACITY} entries (`recsys.training.allocator`, whose docstring gives the cause "
-             "and the evidence). One torch thread on one core (`taskset -c 1`) of a 2-core machine that other "
+             "and the evidence), glibc's malloc; `jemalloc`: the same, with jemalloc preloaded as the `recsys` "
+             "command does where the library is found (`recsys.training.preload`): jemalloc's freed pages kept "
+             "in the process and purged where glibc's are trimmed. One torch thread on one core (`taskset -c 1`) of a 2-core machine that other "
              "jobs shared, so wall times (and, less so, CPU times) move with their load: compare speed only "
              "between rows of similar load. The issue's bar: within 5% of the epoch-10 value through epoch 100.",
              ""]
@@ -313,10 +319,17 @@ def main(argv: list[str] | None = None) -> int:
             large_log(args.workdir)  # generated here, so the measured process does not carry it
         print(f"== {variant}", flush=True)
         result = args.workdir / f"{variant.replace(', ', '-')}.result.json"
-        env = child_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **STATES[variant.split(", ")[1]][1])
+        state_env = STATES[variant.split(", ")[1]][1]
+        env = child_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **(state_env or {}))
+        if state_env is None:  # jemalloc, preloaded as the recsys command does (recsys.training.preload)
+            library = jemalloc_library()
+            if library is None:
+                print(f"   skipped {variant}: no jemalloc library (install libjemalloc2 or set RECSYS_JEMALLOC)")
+                continue
+            env = preload_env(library, env)
         started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         meta = {"started": started, "commit": git_commit(), "load_before": load_average(), "others_before": _others(),
-                "env": {k: env[k] for k in DEFAULT_CACHES if k in env}}
+                "env": {k: env[k] for k in (*DEFAULT_CACHES, "LD_PRELOAD", "MALLOC_CONF") if k in env}}
         # one thread: the worker inherits OMP_NUM_THREADS=1 and the config sets train.num_threads=1
         measured = run_worker(Path(__file__).resolve(), ["--worker", variant, "--epochs", str(args.epochs),
                                                          "--workdir", str(args.workdir)], result, env=env)

@@ -347,9 +347,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands that train, and so run under jemalloc where it is found (``recsys.training.preload``).
+TRAINING_COMMANDS = ("fit", "tune")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if argv is None and args.command in TRAINING_COMMANDS:  # a program, not a call from Python
+            from recsys.training.preload import reexecute_under_jemalloc
+
+            reexecute_under_jemalloc(sys.argv[1:])
         return args.func(args)
     except (RecsysError, FileExistsError) as exc:
         print(f"recsys: error: {exc}", file=sys.stderr)

@@ -43,7 +43,12 @@ def git_commit() -> str | None:
 
 
 def machine() -> dict[str, object]:
-    return {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()}
+    """Platform, processor, CPU count, and which ``malloc`` served the run (glibc, jemalloc:
+    ``recsys.training.preload``); the allocator changes memory, never the numbers."""
+    from recsys.training.allocator import allocator_name
+
+    return {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+            "malloc": allocator_name()}
 
 
 def process_alive(pid: object) -> bool:
