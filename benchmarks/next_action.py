@@ -35,7 +35,7 @@ JSON_PATH = ROOT / "benchmarks" / "NEXT_ACTION.json"
 TABLE = ROOT / "benchmarks" / "NEXT_ACTION.md"
 CONFIG = ROOT / "experiments" / "taobao-sample" / "behaviour.yaml"
 PLANTED_USERS = 3200
-CURVE_USERS = (800, 1600, 3200)
+CURVE_USERS = (800, 1600, 3200, 6400)  # 6,400: twice the headline size, to show the trend past it
 TASKS = ("next_action", "next_action_given", "purchase", "churn")
 TASK_TITLES = {
     "next_action": "Next action from the history",
@@ -313,7 +313,10 @@ boosting on the analyst's recency / frequency features (`recsys/baselines/behavi
 counts, events in the last day and in the session, time since the last cart and buy, open carts, and
 for the candidate the user's earlier actions on that item and the gap); `rate_given_last_action` and
 `base_rate` for purchases; `recency` for churn (a logistic fit of log time since the last event:
-ranks by recency). `model`: the config's heads, temperature-scaled."""
+ranks by recency). `model`: the config's heads, temperature-scaled; besides the encoder's state they
+read a summary of the user's state after the event (`recsys.nn.heads.history_summary`: last action,
+which of the latest carts are still open, session length and age; nothing that grows with the
+history), the action and purchase heads through one hidden layer."""
 
 
 def render(doc: dict) -> str:
