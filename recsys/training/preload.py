@@ -48,8 +48,13 @@ JEMALLOC_PATHS = (
     "/usr/lib/libjemalloc.so.2",
     "/usr/local/lib/libjemalloc.so.2",
 )
-# Never return dirty or muzzy pages on a timer: TrimFreedMemory purges them between phases.
-JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+# Keep freed pages (TrimFreedMemory purges them between phases; the 10-minute decay only
+# returns what a long phase left unused), but hand buffers over 32 MiB back at once, as glibc
+# does above its mmap threshold (recsys.training.allocator.MMAP_THRESHOLD): jemalloc serves them
+# from its oversize arena, which it purges eagerly only while the decay time is positive.
+# With "dirty_decay_ms:-1" (never) the 1M-item run's validation buffers (a GB each) stayed
+# resident: 11.2 GB at the epoch's end, against 3.6 GB with this setting and 3.7 GB under glibc.
+JEMALLOC_CONF = "dirty_decay_ms:600000,muzzy_decay_ms:0,oversize_threshold:33554432"
 
 
 def requested_allocator(environ: dict[str, str] | None = None) -> str:
