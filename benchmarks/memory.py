@@ -33,8 +33,8 @@ Runs:
   as ``recsys fit`` reads it; library defaults with ``train.loss=sampled`` (full CE over a
   million items takes minutes an epoch on one thread) and max length 50.
 
-``jemalloc`` runs the library as shipped with jemalloc preloaded, as the ``recsys`` command
-does where it finds the library (``recsys.training.preload``; skipped where none is found:
+``jemalloc`` runs the library as shipped with jemalloc preloaded, as ``RECSYS_ALLOCATOR=jemalloc``
+makes the ``recsys`` command do (``recsys.training.preload``; skipped where no library is found:
 ``RECSYS_JEMALLOC`` names one). ``before`` runs the library with ``train.trim_memory=false`` (no trim, oneDNN's kernel
 caches at their default 1,024 entries: the library before issue 19); ``trim only`` with
 the trim but the caches' default capacities named in the environment; ``after`` as
@@ -189,9 +189,10 @@ def markdown_memory(doc: dict) -> list[str]:
              "before issue 19; `trim only`: `malloc_trim(0)` before validation and at each epoch's end, oneDNN's "
              "kernel caches at their default 1,024 entries; `after`: the trim and both kernel caches capped at "
              f"{KERNEL_CACHE_CAPACITY} entries (`recsys.training.allocator`, whose docstring gives the cause "
-             "and the evidence), glibc's malloc; `jemalloc`: the same, with jemalloc preloaded as the `recsys` "
-             "command does where the library is found (`recsys.training.preload`): jemalloc's freed pages kept "
-             "in the process and purged where glibc's are trimmed. One torch thread on one core (`taskset -c 1`) of a 2-core machine that other "
+             "and the evidence), glibc's malloc, the default; `jemalloc`: the same, with jemalloc preloaded as "
+             "`RECSYS_ALLOCATOR=jemalloc` makes the `recsys` command do (`recsys.training.preload`, whose docstring gives its "
+             "settings): freed pages kept in the process and purged where glibc's are trimmed, buffers over "
+             "32 MiB returned at once. One torch thread on one core (`taskset -c 1`) of a 2-core machine that other "
              "jobs shared, so wall times (and, less so, CPU times) move with their load: compare speed only "
              "between rows of similar load. The issue's bar: within 5% of the epoch-10 value through epoch 100.",
              ""]

@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Commands that train, and so run under jemalloc where it is found (``recsys.training.preload``).
+#: Commands that train, and so run under jemalloc when RECSYS_ALLOCATOR asks (``recsys.training.preload``).
 TRAINING_COMMANDS = ("fit", "tune")
 
 

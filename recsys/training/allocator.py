@@ -42,8 +42,8 @@ validation, then stayed there through epoch 39. A lower mmap threshold (1 MiB) d
 and cost 3 to 7 times the page faults; skipping the trim before validation made it worse
 (+10%). jemalloc, whose size classes reuse a freed buffer for the next one of its class,
 held the peak at 0.98 GB from epoch 1 through 14 with fewer faults than glibc
-(``recsys.training.preload`` runs the ``recsys`` command under it where it is installed;
-``trim_freed_memory`` then purges jemalloc's arenas instead).
+(``recsys.training.preload`` runs the ``recsys`` command under it with
+``RECSYS_ALLOCATOR=jemalloc``; ``trim_freed_memory`` then purges jemalloc's arenas instead).
 """
 
 from __future__ import annotations

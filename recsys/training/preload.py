@@ -1,4 +1,4 @@
-"""Run training under jemalloc where the platform has it (issue 19: memory that stays flat).
+"""Run training under jemalloc on request (issue 19: memory that stays flat).
 
 glibc's malloc serves the transient buffers of a training step (activations, logit chunks,
 attention scores: a few MB each, in sizes that change with every batch's length groups) from
@@ -12,10 +12,19 @@ A process cannot swap its allocator once it has started, so the ``recsys`` comma
 itself (``os.execve``, same process id, same arguments) with a copy that has jemalloc in
 ``LD_PRELOAD``, before it imports torch. Which allocator, from the environment:
 
-- ``RECSYS_ALLOCATOR=auto`` (the default): jemalloc if the library is found, else the system's
-  malloc with ``recsys.training.allocator``'s settings;
+- ``RECSYS_ALLOCATOR=system`` (the default): the system's malloc, with
+  ``recsys.training.allocator``'s settings; never re-execute;
 - ``RECSYS_ALLOCATOR=jemalloc``: jemalloc, and an error if it is not found;
-- ``RECSYS_ALLOCATOR=system``: never re-execute.
+- ``RECSYS_ALLOCATOR=auto``: jemalloc if the library is found, else the system's malloc.
+
+Why jemalloc is not the default: it costs time. On the ML-1M partial (``benchmarks/memory.py``,
+one thread) it took about 1 M minor page faults and 1.5 to 1.9 s of system time an epoch,
+against glibc's 0.15 M and 0.3 s, so about 15% more CPU an epoch; the speed figures in
+``benchmarks/SPEED.md`` are glibc's. Set it for runs where memory matters more: hours of
+tuning, or a large catalogue. A 3-epoch probe with ``muzzy_decay_ms:-1`` brought the faults
+back to glibc's level, but then the pages jemalloc gives back are only freed lazily
+(``MADV_FREE``), which RSS still counts, its oversize arena's included (below), so it was not
+adopted without a long run.
 
 The library is ``RECSYS_JEMALLOC`` (a path) if set, else the first of ``JEMALLOC_PATHS`` that
 exists, else what ``ctypes.util.find_library("jemalloc")`` names (Debian and Ubuntu:
@@ -58,8 +67,8 @@ JEMALLOC_CONF = "dirty_decay_ms:600000,muzzy_decay_ms:0,oversize_threshold:33554
 
 
 def requested_allocator(environ: dict[str, str] | None = None) -> str:
-    """``RECSYS_ALLOCATOR`` (default "auto"); a ConfigError names the accepted values."""
-    value = (os.environ if environ is None else environ).get(ALLOCATOR_ENV, "auto").strip().lower() or "auto"
+    """``RECSYS_ALLOCATOR`` (default "system"); a ConfigError names the accepted values."""
+    value = (os.environ if environ is None else environ).get(ALLOCATOR_ENV, "system").strip().lower() or "system"
     if value not in ALLOCATORS:
         raise ConfigError(f"{ALLOCATOR_ENV}={value!r}: expected one of {', '.join(ALLOCATORS)}")
     return value

@@ -17,8 +17,8 @@ from recsys.training import preload
 EXE = Path(sys.executable).with_name("recsys")
 
 
-def test_the_allocator_defaults_to_auto_and_rejects_unknown_names():
-    assert preload.requested_allocator({}) == "auto"
+def test_the_allocator_defaults_to_the_systems_and_rejects_unknown_names():
+    assert preload.requested_allocator({}) == "system"
     assert preload.requested_allocator({"RECSYS_ALLOCATOR": " JEMALLOC "}) == "jemalloc"
     with pytest.raises(ConfigError, match="RECSYS_ALLOCATOR='tcmalloc': expected one of auto, jemalloc, system"):
         preload.requested_allocator({"RECSYS_ALLOCATOR": "tcmalloc"})
@@ -78,9 +78,9 @@ def test_the_console_refuses_a_jemalloc_it_cannot_find(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_the_system_allocator_is_recorded_in_the_run(tmp_path):
+def test_the_system_allocator_is_the_default_and_recorded_in_the_run(tmp_path):
     cfg = _tiny(tmp_path)
-    done = _fit(cfg, tmp_path / "run", RECSYS_ALLOCATOR="system")
+    done = _fit(cfg, tmp_path / "run")  # no RECSYS_ALLOCATOR: the default
     assert done.returncode == 0, done.stderr
     malloc = json.loads((tmp_path / "run" / "metrics.json").read_text())["machine"]["malloc"]
     assert malloc == ("glibc" if sys.platform.startswith("linux") else "other")
