@@ -17,11 +17,13 @@ itself (``os.execve``, same process id, same arguments) with a copy that has jem
 - ``RECSYS_ALLOCATOR=jemalloc``: jemalloc, and an error if it is not found;
 - ``RECSYS_ALLOCATOR=auto``: jemalloc if the library is found, else the system's malloc.
 
-Why jemalloc is not the default: it costs time. On the ML-1M partial (``benchmarks/memory.py``,
-one thread) it took about 1 M minor page faults and 1.5 to 1.9 s of system time an epoch,
-against glibc's 0.15 M and 0.3 s, so about 15% more CPU an epoch; the speed figures in
-``benchmarks/SPEED.md`` are glibc's. Set it for runs where memory matters more: hours of
-tuning, or a large catalogue. A 3-epoch probe with ``muzzy_decay_ms:-1`` brought the faults
+Why jemalloc is not the default: its speed is not measured yet. On the ML-1M partial
+(``benchmarks/memory.py``, 100 epochs, one thread on a shared core) it took 1.04 M minor page
+faults and 1.8 s of system time an epoch (median), against glibc's 0.15 M and 0.3 s, for about
+the same CPU time (user + system 10.3 s an epoch, glibc 10.2 s in a 20-epoch run under another
+load): no quiet timing compares the two, and the speed figures in ``benchmarks/SPEED.md`` are
+glibc's. Set it for runs where memory matters more: hours of tuning, or a large catalogue.
+A 3-epoch probe with ``muzzy_decay_ms:-1`` brought the faults
 back to glibc's level, but then the pages jemalloc gives back are only freed lazily
 (``MADV_FREE``), which RSS still counts, its oversize arena's included (below), so it was not
 adopted without a long run.
