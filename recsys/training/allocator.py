@@ -41,8 +41,9 @@ touches) grows in rare steps: at epoch 13 the peak stepped from 1.05 to 1.12 GB 
 validation, then stayed there through epoch 39. A lower mmap threshold (1 MiB) did not stop it
 and cost 3 to 7 times the page faults; skipping the trim before validation made it worse
 (+10%). jemalloc, whose size classes reuse a freed buffer for the next one of its class,
-held the peak at 0.98 GB from epoch 1 through 14 with fewer faults than glibc
-(``recsys.training.preload`` runs the ``recsys`` command under it with
+held the peak within 0.5% of its epoch-10 value through epoch 100 (0.90 GB; on a 1M-item
+catalogue 7.1 GB, +0.2%), with 7 times glibc's page faults (``benchmarks/SPEED.md``;
+``recsys.training.preload`` runs the ``recsys`` command under it with
 ``RECSYS_ALLOCATOR=jemalloc``; ``trim_freed_memory`` then purges jemalloc's arenas instead).
 """
 
