@@ -82,7 +82,7 @@ STATES = {  # state -> (config overrides, environment of the measured process)
     "before": (["train.trim_memory=false"], {}),  # no trim, kernel caches at their defaults
     "trim only": ([], DEFAULT_CACHES),  # the trim, with the caches' default capacities named
     "after": ([], {}),  # as shipped under glibc: trim and capped kernel caches
-    "jemalloc": ([], None),  # as shipped where jemalloc is found: the above, malloc from jemalloc
+    "jemalloc": ([], None),  # the above with RECSYS_ALLOCATOR=jemalloc: malloc from jemalloc
 }
 DATASETS = ("ml-1m-partial", "1m-items")
 VARIANTS = [f"{d}, {s}" for d in DATASETS for s in STATES]

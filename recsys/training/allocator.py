@@ -105,7 +105,7 @@ def _glibc():
 
 def _jemalloc_mallctl():
     """jemalloc's ``mallctl`` where jemalloc serves this process's ``malloc`` (preloaded with
-    ``LD_PRELOAD``, see ``jemalloc_library``); None otherwise."""
+    ``LD_PRELOAD``, see ``recsys.training.preload``); None otherwise."""
     try:
         mallctl = ctypes.CDLL(None).mallctl
     except (OSError, AttributeError):
