@@ -17,12 +17,15 @@ itself (``os.execve``, same process id, same arguments) with a copy that has jem
 - ``RECSYS_ALLOCATOR=jemalloc``: jemalloc, and an error if it is not found;
 - ``RECSYS_ALLOCATOR=auto``: jemalloc if the library is found, else the system's malloc.
 
-Why jemalloc is not the default: its speed is not measured yet. On the ML-1M partial
+Why jemalloc is not the default: it slows validation. On the ML-1M partial
 (``benchmarks/memory.py``, 100 epochs, one thread on a shared core) it took 1.04 M minor page
 faults and 1.8 s of system time an epoch (median), against glibc's 0.15 M and 0.3 s, for about
-the same CPU time (user + system 10.3 s an epoch, glibc 10.2 s in a 20-epoch run under another
-load): no quiet timing compares the two, and the speed figures in ``benchmarks/SPEED.md`` are
-glibc's. Set it for runs where memory matters more: hours of tuning, or a large catalogue.
+the same CPU time (10.3 s an epoch, glibc 10.2 s in a 20-epoch run under another load). Timed
+quietly (``benchmarks/speed.py --sections epoch --datasets ml-1m-partial --epochs 3``, 2
+threads, everything else paused): training 5.7 s an epoch against glibc's 5.8 s (fast path
+5.2 / 5.3), validation 1.0 s against 0.7 s (0.9 / 0.7): its buffers over 32 MiB are returned
+and faulted in again every batch. Set it for runs where memory matters more: hours of tuning,
+or a large catalogue.
 A 3-epoch probe with ``muzzy_decay_ms:-1`` brought the faults
 back to glibc's level, but then the pages jemalloc gives back are only freed lazily
 (``MADV_FREE``), which RSS still counts, its oversize arena's included (below), so it was not
