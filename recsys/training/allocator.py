@@ -56,6 +56,8 @@ import sys
 
 import pytorch_lightning as pl
 
+from recsys.training.preload import jemalloc_mallctl
+
 # mallopt parameter numbers, from glibc's <malloc.h>
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 
@@ -103,21 +105,9 @@ def _glibc():
         return None
 
 
-def _jemalloc_mallctl():
-    """jemalloc's ``mallctl`` where jemalloc serves this process's ``malloc`` (preloaded with
-    ``LD_PRELOAD``, see ``recsys.training.preload``); None otherwise."""
-    try:
-        mallctl = ctypes.CDLL(None).mallctl
-    except (OSError, AttributeError):
-        return None
-    mallctl.argtypes = (ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
-    mallctl.restype = ctypes.c_int
-    return mallctl
-
-
 def allocator_name() -> str:
     """Which ``malloc`` this process runs: "jemalloc", "glibc" or "other"."""
-    if _jemalloc_mallctl() is not None:
+    if jemalloc_mallctl() is not None:
         return "jemalloc"
     return "glibc" if _glibc() is not None else "other"
 
@@ -127,7 +117,7 @@ def trim_freed_memory() -> bool:
     in use stays. glibc: ``malloc_trim(0)`` (every arena, not only the top of the heap);
     jemalloc: purge every arena's dirty pages (``arena.<MALLCTL_ARENAS_ALL>.purge``).
     Returns whether it ran; False where the C library is neither."""
-    mallctl = _jemalloc_mallctl()
+    mallctl = jemalloc_mallctl()
     if mallctl is not None:
         return mallctl(f"arena.{_MALLCTL_ARENAS_ALL}.purge".encode(), None, None, None, 0) == 0
     libc = _glibc()

@@ -107,13 +107,16 @@ def preload_env(library: str, environ: dict[str, str] | None = None) -> dict[str
     return env
 
 
-def jemalloc_is_loaded() -> bool:
-    """Whether jemalloc serves this process's ``malloc`` (its ``mallctl`` is in the global
-    symbol table)."""
+def jemalloc_mallctl():
+    """jemalloc's ``mallctl`` where jemalloc serves this process's ``malloc`` (its symbol is in
+    the global table: preloaded with ``LD_PRELOAD``); None otherwise."""
     try:
-        return hasattr(ctypes.CDLL(None), "mallctl")
-    except OSError:
-        return False
+        mallctl = ctypes.CDLL(None).mallctl
+    except (OSError, AttributeError):
+        return None
+    mallctl.argtypes = (ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+    mallctl.restype = ctypes.c_int
+    return mallctl
 
 
 def reexecute_under_jemalloc(argv: list[str]) -> None:
@@ -122,7 +125,7 @@ def reexecute_under_jemalloc(argv: list[str]) -> None:
     if jemalloc already serves this process or this process is already the re-executed one,
     or ("auto") if no library is found. Call it before anything else has run."""
     choice = requested_allocator()
-    if choice == "system" or jemalloc_is_loaded():
+    if choice == "system" or jemalloc_mallctl() is not None:
         return
     if os.environ.get(_REEXECUTED):  # the loader could not preload the library (it said why)
         if choice == "jemalloc":

@@ -62,8 +62,8 @@ def _tiny(tmp_path: Path) -> Path:
 
 
 def _fit(cfg: Path, run: Path, **env: str) -> subprocess.CompletedProcess:
-    full = {**os.environ, **env}
-    for key in ("LD_PRELOAD", "MALLOC_CONF", "RECSYS_ALLOCATOR_REEXECUTED"):
+    full = dict(os.environ)
+    for key in ("LD_PRELOAD", "MALLOC_CONF", "RECSYS_ALLOCATOR", "RECSYS_ALLOCATOR_REEXECUTED"):
         full.pop(key, None)
     full.update(env)
     return subprocess.run([str(EXE), "fit", "--config", str(cfg), "--run-dir", str(run)],
